@@ -1,0 +1,1 @@
+"""Device types (from ``qemu-devices/*/device.yaml``), machine specs, and hot-plug."""
