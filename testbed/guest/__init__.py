@@ -1,0 +1,1 @@
+"""The guest: its initramfs, SSH access, and serial-console health."""

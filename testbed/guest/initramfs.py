@@ -1,0 +1,309 @@
+"""The guest image: an initramfs the testbed assembles from the host's own binaries.
+
+The *base* archive holds busybox (static), dropbear with the shared libraries ``ldd`` reports,
+the kernel modules the guest needs (the closure of the requested names through the kernel's
+``modules.dep``, never a hand-written list), the start-up scripts in ``rootfs/``, and any
+extra files (guest drivers, helpers). It is cached under ``~/.cache/p2p-testbed/initramfs/``
+by a hash of everything that goes into it, so changing any input (a new kernel, a rebuilt
+guest module, an edited rcS) makes a new one.
+
+Per-run secrets (the guest's host key and the client's public key) go into a small second
+archive that is concatenated to the base: the kernel unpacks both, and the cached base never
+holds a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import paths
+from testbed.errors import DependencyError, ImageError
+from testbed.guest.cpio import CpioWriter
+from testbed.kernel.image import Kernel
+
+log = logging.getLogger(__name__)
+
+ROOTFS = Path(__file__).parent / "rootfs"
+#: Kernel modules every guest loads at boot: the NIC for SSH and the panic notifier.
+BASE_MODULES = ("virtio_pci", "virtio_net", "pvpanic_pci")
+#: Bumped when the layout changes in a way file hashes would not show.
+_FORMAT = 1
+
+BUSYBOX = Path("/bin/busybox")
+DROPBEAR = Path("/usr/sbin/dropbear")
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """A host file to place in the guest at ``guest_path``."""
+
+    guest_path: str
+    host_path: Path
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What goes into a guest's base initramfs."""
+
+    kernel: Kernel
+    boot_modules: tuple[str, ...] = BASE_MODULES  #: kernel modules loaded at boot, by name
+    extra_modules: tuple[Path, ...] = ()  #: out-of-tree .ko files loaded at boot, in order
+    extra_files: tuple[GuestFile, ...] = field(default=())
+
+
+# --- kernel modules ------------------------------------------------------------------------
+
+
+def _norm(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _module_name(path: str) -> str:
+    base = path.rsplit("/", 1)[-1]
+    for suffix in (".ko.xz", ".ko.zst", ".ko.gz", ".ko"):
+        if base.endswith(suffix):
+            return _norm(base[: -len(suffix)])
+    return _norm(base)
+
+
+def resolve_modules(modules_dir: Path, names: Iterable[str]) -> list[str]:
+    """Paths (relative to ``modules_dir``) of ``names`` and all they depend on, deps first.
+
+    Names built into the kernel (``modules.builtin``) resolve to nothing.
+    """
+    dep_file = modules_dir / "modules.dep"
+    try:
+        lines = dep_file.read_text().splitlines()
+    except FileNotFoundError as exc:
+        raise ImageError(f"{dep_file}: missing; run depmod for this kernel") from exc
+    deps: dict[str, tuple[str, list[str]]] = {}
+    for line in lines:
+        target, sep, rest = line.partition(":")
+        if sep:
+            deps[_module_name(target)] = (target, [_module_name(d) for d in rest.split()])
+    builtin_file = modules_dir / "modules.builtin"
+    builtin = (
+        {_module_name(x) for x in builtin_file.read_text().split()}
+        if builtin_file.is_file()
+        else set()
+    )
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name not in deps:
+            if name in builtin:
+                done.add(name)
+                return
+            raise ImageError(
+                f"kernel module {name!r} is neither in {dep_file} nor built in"
+                + (f" (needed by {' -> '.join(chain)})" if chain else "")
+                + "; check the kernel config or the module name"
+            )
+        done.add(name)
+        path, needs = deps[name]
+        for need in needs:
+            visit(need, (*chain, name))
+        order.append(path)
+
+    for name in names:
+        visit(_norm(name), ())
+    return order
+
+
+# --- host binaries ---------------------------------------------------------------------------
+
+
+def _is_static_elf(path: Path) -> bool:
+    """True if the ELF64 file has no PT_INTERP program header."""
+    with path.open("rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return False
+        phoff = int.from_bytes(head[32:40], "little")
+        phentsize = int.from_bytes(head[54:56], "little")
+        phnum = int.from_bytes(head[56:58], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(
+        int.from_bytes(table[i * phentsize : i * phentsize + 4], "little") != 3
+        for i in range(phnum)
+    )
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """The shared objects ``binary`` loads, as ``ldd`` resolves them on this host."""
+    try:
+        out = subprocess.run(
+            ["ldd", str(binary)], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ImageError(f"ldd {binary} failed: {exc}") from exc
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts:
+            target = parts[parts.index("=>") + 1]
+            if target.startswith("/"):
+                libs.append(Path(target))
+        elif parts and parts[0].startswith("/"):
+            libs.append(Path(parts[0]))  # the dynamic loader itself
+    return libs
+
+
+def _require(path: Path, package: str) -> Path:
+    if not path.is_file():
+        raise DependencyError(f"{path} is missing; install it with 'apt-get install {package}'")
+    return path
+
+
+# --- the archive plan ------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """Entries of an archive in order: ('dir', path, mode) / ('file', ...) / ('link', ...)."""
+
+    dirs: dict[str, int] = field(default_factory=dict)
+    files: dict[str, tuple[bytes | Path, int]] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+
+    def add_dir(self, path: str, mode: int = 0o755) -> None:
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            self.dirs.setdefault("/" + "/".join(parts[:i]), 0o755)
+        self.dirs["/" + path.strip("/")] = mode
+
+    def add_file(self, path: str, content: bytes | Path, mode: int = 0o644) -> None:
+        self.add_dir(path.rsplit("/", 1)[0] or "/")
+        self.files[path] = (content, mode)
+
+    def add_link(self, path: str, target: str) -> None:
+        self.add_dir(path.rsplit("/", 1)[0] or "/")
+        self.links[path] = target
+
+    def digest(self) -> str:
+        h = hashlib.sha256(f"format {_FORMAT}\n".encode())
+        for path, mode in sorted(self.dirs.items()):
+            h.update(f"d {path} {mode:o}\n".encode())
+        for path, (content, mode) in sorted(self.files.items()):
+            data = content.read_bytes() if isinstance(content, Path) else content
+            h.update(f"f {path} {mode:o} {hashlib.sha256(data).hexdigest()}\n".encode())
+        for path, target in sorted(self.links.items()):
+            h.update(f"l {path} {target}\n".encode())
+        return h.hexdigest()[:20]
+
+    def write(self, out: io.BufferedIOBase | io.BytesIO) -> None:
+        writer = CpioWriter(out)
+        for path in sorted(self.dirs):
+            if path != "/":
+                writer.directory(path, self.dirs[path])
+        for path, (content, mode) in sorted(self.files.items()):
+            data = content.read_bytes() if isinstance(content, Path) else content
+            writer.file(path, data, mode)
+        for path, target in sorted(self.links.items()):
+            writer.symlink(path, target)
+        writer.close()
+
+
+def _base_plan(spec: ImageSpec) -> _Plan:
+    plan = _Plan()
+    for d in ("/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/var/log", "/etc/dropbear"):
+        plan.add_dir(d)
+    plan.add_dir("/root", 0o700)
+
+    busybox = _require(BUSYBOX, "busybox-static")
+    if not _is_static_elf(busybox):
+        raise DependencyError(
+            f"{busybox} is dynamically linked; install the static one: apt-get install "
+            "busybox-static"
+        )
+    plan.add_file("/bin/busybox", busybox, 0o755)
+    applets = subprocess.run(
+        [str(busybox), "--list-full"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    for applet in applets:
+        if "/" + applet != "/bin/busybox":
+            plan.add_link("/" + applet, "/bin/busybox")
+    plan.add_link("/init", "/bin/busybox")
+
+    dropbear = _require(DROPBEAR, "dropbear-bin")
+    plan.add_file("/usr/sbin/dropbear", dropbear, 0o755)
+    for lib in shared_libraries(dropbear):
+        plan.add_file(str(lib), lib.resolve(), 0o755)
+
+    plan.add_file("/etc/inittab", ROOTFS / "inittab")
+    plan.add_file("/etc/testbed/rcS", ROOTFS / "rcS", 0o755)
+    plan.add_file("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    plan.add_file("/etc/group", b"root:x:0:\n")
+    plan.add_file("/etc/shells", b"/bin/sh\n")
+
+    load_lines = []
+    kernel = spec.kernel
+    if spec.boot_modules:
+        if kernel.modules is None:
+            raise ImageError(
+                f"kernel {kernel.release} has no modules folder, but the guest needs "
+                f"{', '.join(spec.boot_modules)}; pass --modules, or build them in (=y)"
+            )
+        mod_root = f"/lib/modules/{kernel.release}"
+        for rel in resolve_modules(kernel.modules, spec.boot_modules):
+            plan.add_file(f"{mod_root}/{rel}", kernel.modules / rel)
+            load_lines.append(f"{mod_root}/{rel}")
+    for ko in spec.extra_modules:
+        guest = f"/lib/modules/testbed/{ko.name}"
+        plan.add_file(guest, _require(ko, "(build it first)"))
+        load_lines.append(guest)
+    plan.add_file("/etc/testbed/modules.load", "".join(f"{m}\n" for m in load_lines).encode())
+    for extra in spec.extra_files:
+        plan.add_file(extra.guest_path, _require(extra.host_path, "(build it first)"), extra.mode)
+    return plan
+
+
+def build_base(spec: ImageSpec) -> Path:
+    """The cached base archive for ``spec``, built if no archive with this content exists."""
+    plan = _base_plan(spec)
+    cache = paths.cache_dir() / "initramfs"
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = cache / f"{plan.digest()}.cpio"
+    if dest.is_file():
+        return dest
+    log.info("building guest initramfs %s", dest.name)
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".build-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            plan.write(out)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    (cache / f"{dest.stem}.json").write_text(
+        json.dumps({"kernel": spec.kernel.release, "files": sorted(plan.files)}, indent=1)
+    )
+    return dest
+
+
+def assemble(base: Path, overlay: dict[str, tuple[bytes, int]], dest: Path) -> Path:
+    """Write ``base`` followed by a small archive of ``overlay`` files to ``dest``."""
+    plan = _Plan()
+    for path, (data, mode) in overlay.items():
+        plan.add_file(path, data, mode)
+    buf = io.BytesIO()
+    plan.write(buf)
+    with base.open("rb") as src, dest.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+        out.write(buf.getvalue())
+    return dest

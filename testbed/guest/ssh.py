@@ -1,0 +1,177 @@
+"""Running commands in the guest over SSH (paramiko), with a pinned host key.
+
+:class:`GuestShell` is the small interface tests use (``run`` / ``run_check`` / ``write_file``);
+:class:`SSHShell` implements it over SSH. Every call has a timeout; a guest that stops
+answering raises instead of hanging.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import paramiko
+
+from testbed.deadline import Deadline
+from testbed.errors import DeadlineExceeded, GuestCommandError, GuestUnreachable
+
+log = logging.getLogger(__name__)
+
+#: Default bound for one command in the guest.
+COMMAND_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exitcode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exitcode == 0
+
+
+class GuestShell(Protocol):
+    """Something that runs shell commands in the guest."""
+
+    def run(
+        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
+    ) -> CommandResult: ...
+
+    def run_check(
+        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
+    ) -> CommandResult: ...
+
+
+class SSHShell:
+    """A paramiko connection to the guest's sshd, host key pinned."""
+
+    def __init__(self, port: int, client_key: Path, host_public: str, host: str = "127.0.0.1"):
+        self.host = host
+        self.port = port
+        self.user = "root"
+        self._key = paramiko.Ed25519Key.from_private_key_file(str(client_key))
+        self._client_key_path = client_key
+        kind, blob = host_public.split()[:2]
+        self._host_key = paramiko.Ed25519Key(data=base64.b64decode(blob))
+        if kind != "ssh-ed25519":
+            raise ValueError(f"unexpected host key type {kind}")
+        self._client: paramiko.SSHClient | None = None
+        self.transcript: list[CommandResult] = []
+
+    def ssh_command(self, known_hosts: Path) -> str:
+        """The ``ssh`` command line a developer can paste to reach this guest."""
+        return shlex.join(
+            [
+                "ssh",
+                "-i", str(self._client_key_path),
+                "-p", str(self.port),
+                "-o", f"UserKnownHostsFile={known_hosts}",
+                "-o", "StrictHostKeyChecking=yes",
+                f"{self.user}@{self.host}",
+            ]
+        )  # fmt: skip
+
+    def known_hosts_line(self) -> str:
+        return f"[{self.host}]:{self.port} ssh-ed25519 {self._host_key.get_base64()}\n"
+
+    def connect(self, deadline: Deadline) -> None:
+        """Connect, retrying while the guest's sshd is not up yet, until ``deadline``."""
+        last: Exception | None = None
+        while not deadline.expired():
+            client = paramiko.SSHClient()
+            client.get_host_keys().add(f"[{self.host}]:{self.port}", "ssh-ed25519", self._host_key)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            budget = max(1.0, deadline.cap(10.0))
+            try:
+                client.connect(
+                    self.host,
+                    port=self.port,
+                    username=self.user,
+                    pkey=self._key,
+                    look_for_keys=False,
+                    allow_agent=False,
+                    timeout=budget,
+                    banner_timeout=budget,
+                    auth_timeout=budget,
+                )
+            except paramiko.BadHostKeyException as exc:
+                client.close()
+                raise GuestUnreachable(
+                    f"the guest at {self.host}:{self.port} presented a host key other than the "
+                    "one the testbed generated for it; refusing to connect"
+                ) from exc
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                client.close()
+                last = exc
+                time.sleep(deadline.cap(0.1))
+                continue
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(5)
+            self._client = client
+            return
+        raise GuestUnreachable(
+            f"no SSH connection to the guest at {self.host}:{self.port} within "
+            f"{deadline.seconds:g} s (last error: {last!r})"
+        )
+
+    def run(
+        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
+    ) -> CommandResult:
+        """Run ``command`` with ``sh -c`` in the guest; returns exit code and both streams."""
+        if self._client is None:
+            raise GuestUnreachable("not connected to the guest")
+        start = time.monotonic()
+        try:
+            chan_in, chan_out, chan_err = self._client.exec_command(command, timeout=timeout)
+            if stdin is not None:
+                chan_in.write(stdin)
+            chan_in.channel.shutdown_write()
+            out = chan_out.read()
+            err = chan_err.read()
+            code = chan_out.channel.recv_exit_status()
+        except (TimeoutError, socket.timeout) as exc:
+            raise DeadlineExceeded(
+                f"guest command did not finish within {timeout:g} s: {command}"
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise GuestUnreachable(f"SSH connection lost while running {command!r}: {exc}") from exc
+        result = CommandResult(
+            command,
+            code,
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace"),
+            time.monotonic() - start,
+        )
+        self.transcript.append(result)
+        log.debug("guest$ %s -> %d (%.2f s)", command, code, result.seconds)
+        return result
+
+    def run_check(
+        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
+    ) -> CommandResult:
+        """Like :meth:`run`, but a non-zero exit raises :class:`GuestCommandError`."""
+        result = self.run(command, timeout=timeout, stdin=stdin)
+        if not result.ok:
+            raise GuestCommandError(command, result.exitcode, result.stdout, result.stderr)
+        return result
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Create ``path`` in the guest with ``data`` (through ``cat``; no SFTP needed)."""
+        quoted = shlex.quote(path)
+        self.run_check(f"cat > {quoted} && chmod {mode:o} {quoted}", stdin=data)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,1 @@
+"""QEMU: argv building (pure), process control, QMP, accelerator choice, the machine."""

@@ -1,0 +1,130 @@
+"""The QEMU command line as a pure function of a machine spec and a few paths.
+
+Nothing here touches the file system or starts anything, so the whole argv is unit-tested
+against golden files (``tests/data/argv/``). :func:`device_properties` is shared by the boot
+command line and by QMP ``device_add``, so a re-plugged device is the same device.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed.config.schema import Accel, DeviceInstance, Hotplug
+from testbed.devices.registry import Machine
+
+#: Kernel arguments every guest gets. ``panic`` on pvpanic pauses QEMU (see ``-action``), so
+#: the guest stays inspectable and the host sees GUEST_PANICKED.
+BASE_KERNEL_ARGS = ("console=ttyS0", "rdinit=/init", "printk.time=1")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything about one start of a machine that is not in its spec."""
+
+    qemu: str  #: path of qemu-system-x86_64
+    accel: Accel  #: KVM or TCG, already decided (never AUTO here)
+    kernel: Path
+    initrd: Path
+    console_log: Path
+    qmp_socket: Path
+    backing_dir: Path  #: where the BAR backing files live
+    ssh_port: int = 0  #: host port forwarded to the guest's sshd; 0 lets QEMU pick
+    kernel_args: tuple[str, ...] = ()
+    name: str = "testbed"
+    extra_args: tuple[str, ...] = field(default=())
+
+
+def _path(path: Path) -> str:
+    """A path as a QEMU option value: a literal comma is written as two."""
+    return str(path).replace(",", ",,")
+
+
+def memdev_id(dev: DeviceInstance) -> str:
+    return f"mem-{dev.id}"
+
+
+def backing_file(backing_dir: Path, dev: DeviceInstance) -> Path:
+    return backing_dir / f"{dev.id}.bar"
+
+
+def _props(props: dict[str, str]) -> str:
+    for key, value in props.items():
+        if "," in value:
+            raise ValueError(f"property {key}={value!r}: commas are not allowed here")
+    return ",".join(f"{k}={v}" for k, v in props.items())
+
+
+def device_properties(machine: Machine, dev: DeviceInstance) -> dict[str, str]:
+    """``-device`` / ``device_add`` properties of ``dev``, driver first."""
+    dtype = machine.type_of(dev)
+    props = {"driver": dtype.qemu_driver, "id": dev.id, "bus": dev.port_id}
+    if dtype.backing is not None:
+        props["memdev"] = memdev_id(dev)
+    props.update(dtype.properties)
+    props.update(dev.properties)
+    return props
+
+
+def backing_size(machine: Machine, dev: DeviceInstance) -> int | None:
+    dtype = machine.type_of(dev)
+    if dtype.backing is None:
+        return None
+    return int(dev.bar_size if dev.bar_size is not None else dtype.backing.size)
+
+
+def build_argv(machine: Machine, launch: Launch) -> list[str]:
+    """The full QEMU argv for ``machine`` started as ``launch`` says."""
+    if launch.accel is Accel.AUTO:
+        raise ValueError("decide the accelerator before building the command line")
+    spec = machine.spec
+    cpu = spec.cpu_model or ("host" if launch.accel is Accel.KVM else "max")
+    argv = [
+        launch.qemu,
+        "-name", f"{launch.name},debug-threads=on",
+        "-machine", "q35",
+        "-accel", launch.accel.value,
+        "-cpu", cpu,
+        "-smp", str(spec.cpus),
+        "-m", f"{spec.memory // (1 << 20)}M",
+        "-nodefaults",
+        "-no-user-config",
+        "-display", "none",
+        "-kernel", _path(launch.kernel),
+        "-initrd", _path(launch.initrd),
+        "-append", " ".join((*BASE_KERNEL_ARGS, *spec.kernel_args, *launch.kernel_args)),
+        "-chardev", f"file,id=console,path={_path(launch.console_log)}",
+        "-serial", "chardev:console",
+        "-chardev", f"socket,id=qmp,path={_path(launch.qmp_socket)}",
+        "-mon", "chardev=qmp,mode=control",
+        "-action", "panic=pause",
+        "-action", "reboot=shutdown",
+        "-device", "pvpanic-pci",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{launch.ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
+    ]  # fmt: skip
+    if spec.hotplug is Hotplug.NATIVE:
+        argv += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
+    for index, dev in enumerate(spec.devices, start=1):
+        size = backing_size(machine, dev)
+        if size is not None:
+            path = backing_file(launch.backing_dir, dev)
+            argv += [
+                "-object",
+                f"memory-backend-file,id={memdev_id(dev)},share=on,mem-path={_path(path)},size={size}",
+            ]
+        argv += [
+            "-device",
+            f"pcie-root-port,id={dev.port_id},bus=pcie.0,chassis={index},slot={index}",
+        ]
+        props = device_properties(machine, dev)
+        driver = props.pop("driver")
+        argv += ["-device", f"{driver},{_props(props)}"]
+    argv += list(launch.extra_args)
+    return argv
+
+
+def shell_line(argv: list[str]) -> str:
+    """``argv`` as one line a developer can paste into a shell."""
+    return shlex.join(argv)

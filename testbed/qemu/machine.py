@@ -1,0 +1,321 @@
+"""The machine: a QEMU guest as a context manager that always cleans up.
+
+::
+
+    with Machine(load_machine("default"), stock_kernel(), run_dir) as vm:
+        vm.ssh.run_check("lspci -n")
+        unplug(vm, "gpu-exporter")
+
+``__enter__`` boots the guest up to a working SSH connection (or raises with the console tail
+and QEMU's own words); ``__exit__`` -- on success, on an exception, on Ctrl-C -- collects the
+guest's dmesg when it can, asks QEMU to quit, kills its process group if it does not, and
+removes the private folder and the BAR backing files. Should the orchestrator die before that,
+the reaper (:mod:`testbed.qemu.reaper`) does the killing and removing.
+
+The run folder (``run_dir``) receives the artifacts: ``qemu-cmdline.txt``, ``console.log``,
+``qmp.log``, ``qemu-stderr.log``, ``dmesg.txt``, ``kernel.json``, ``accel.txt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from testbed.config.schema import Accel
+from testbed.deadline import Deadline, wait_for
+from testbed.devices.registry import Machine as MachineDef
+from testbed.errors import (
+    GuestPanic,
+    GuestUnreachable,
+    LaunchError,
+    MachineDied,
+    TestbedError,
+)
+from testbed.guest import keys
+from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
+from testbed.guest.ssh import SSHShell
+from testbed.kernel.image import Kernel
+from testbed.qemu import accel as accel_mod
+from testbed.qemu import cmdline
+from testbed.qemu.process import QemuProcess, Reaper, find_qemu
+from testbed.qemu.qmp import QMP
+
+log = logging.getLogger(__name__)
+
+SSH_READY_MARKER = "testbed-guest: sshd ready"
+INIT_MARKER = accel_mod.INIT_MARKER
+_USERNET_RE = re.compile(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22\b")
+
+
+class Machine:
+    """One guest: QEMU + QMP + SSH, booted on enter, torn down on exit."""
+
+    def __init__(
+        self,
+        machine: MachineDef,
+        kernel: Kernel,
+        run_dir: Path,
+        *,
+        accel: Accel | None = None,
+        boot_timeout: float = 180.0,
+        kernel_args: Sequence[str] = (),
+        guest_modules: Sequence[Path] = (),
+        guest_files: Sequence[GuestFile] = (),
+        qemu: str | None = None,
+    ) -> None:
+        self.definition = machine
+        self.spec = machine.spec
+        self.kernel = kernel
+        self.run_dir = run_dir
+        self.requested_accel = accel or machine.spec.accel
+        self.boot_timeout = boot_timeout
+        self.kernel_args = tuple(kernel_args)
+        self.image = ImageSpec(
+            kernel=kernel, extra_modules=tuple(guest_modules), extra_files=tuple(guest_files)
+        )
+        self.qemu_binary = qemu or find_qemu()
+        self.accel: accel_mod.AccelChoice | None = None
+        self.argv: list[str] = []
+        self.private_dir: Path | None = None
+        self.process: QemuProcess | None = None
+        self._qmp: QMP | None = None
+        self._ssh: SSHShell | None = None
+        self.ssh_port: int | None = None
+        self.timings: dict[str, float] = {}
+        self._down = False
+        self._reaper = Reaper.get()
+
+    # -- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> Machine:
+        try:
+            self.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # -- accessors -------------------------------------------------------------------------
+
+    @property
+    def qmp(self) -> QMP:
+        if self._qmp is None:
+            raise MachineDied("the machine is not running")
+        return self._qmp
+
+    @property
+    def ssh(self) -> SSHShell:
+        if self._ssh is None:
+            raise GuestUnreachable("the guest has no SSH connection (not booted, or shut down)")
+        return self._ssh
+
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
+
+    def console_text(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def backing_file(self, device_id: str) -> Path:
+        """The host file behind ``device_id``'s BAR (what the guest sees through BAR2)."""
+        return cmdline.backing_file(self.run_dir, self.spec.device(device_id))
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        deadline = Deadline(self.boot_timeout, f"booting machine {self.spec.name!r}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.private_dir = Path(tempfile.mkdtemp(prefix="p2p-testbed-"))  # mode 0700
+        self._reaper.remove_on_exit(self.private_dir)
+        for dev in self.spec.devices:
+            if cmdline.backing_size(self.definition, dev) is not None:
+                path = cmdline.backing_file(self.run_dir, dev)
+                path.unlink(missing_ok=True)
+                self._reaper.remove_on_exit(path)
+
+        (self.run_dir / "kernel.json").write_text(self.kernel.manifest())
+        base = build_base(self.image)
+        self.accel = accel_mod.choose(
+            self.requested_accel, self.qemu_binary, self.kernel.image, base
+        )
+        (self.run_dir / "accel.txt").write_text(self.accel.describe() + "\n")
+
+        client = keys.client_key(self.private_dir)
+        host = keys.guest_host_key(self.private_dir)
+        initrd = assemble(
+            base,
+            {
+                "/etc/dropbear/host_key": (host.private.read_bytes(), 0o600),
+                "/root/.ssh/authorized_keys": (client.public.encode() + b"\n", 0o600),
+            },
+            self.private_dir / "initrd.cpio",
+        )
+        launch = cmdline.Launch(
+            qemu=self.qemu_binary,
+            accel=self.accel.accel,
+            kernel=self.kernel.image,
+            initrd=initrd,
+            console_log=self.console_log,
+            qmp_socket=self.private_dir / "qmp.sock",
+            backing_dir=self.run_dir,
+            kernel_args=self.kernel_args,
+            name=f"testbed-{self.spec.name}",
+        )
+        self.argv = cmdline.build_argv(self.definition, launch)
+        (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
+        self.console_log.unlink(missing_ok=True)
+
+        self._qmp = QMP(self.run_dir / "qmp.log", name=self.spec.name)
+        self._qmp.listen(launch.qmp_socket)
+        t_spawn = time.monotonic()
+        self.process = QemuProcess(self.argv, self.run_dir / "qemu-stderr.log")
+        proc = self.process
+        try:
+            self._qmp.accept(deadline.sub(30, "QEMU start-up"), self.alive)
+        except TestbedError as exc:
+            raise proc.launch_error(f"QEMU did not start: {exc}") from exc
+        self.ssh_port = self._forwarded_port()
+
+        self._wait_console(SSH_READY_MARKER, deadline)
+        self.timings["sshd_ready_s"] = time.monotonic() - t_spawn
+        self._ssh = SSHShell(self.ssh_port, client.private, host.public)
+        (self.private_dir / "known_hosts").write_text(self._ssh.known_hosts_line())
+        try:
+            self._ssh.connect(deadline)
+        except GuestUnreachable as exc:
+            self.check_alive()
+            raise GuestUnreachable(f"{exc}\n{self._console_tail()}") from exc
+        release = self._ssh.run_check("uname -r", timeout=deadline.cap(30)).stdout.strip()
+        self.timings["boot_to_ssh_s"] = time.monotonic() - t0
+        if release != self.kernel.release:
+            raise TestbedError(
+                f"the guest runs kernel {release!r}, expected {self.kernel.release!r}"
+            )
+        log.info(
+            "machine %s up in %.1f s (%s), ssh port %d",
+            self.spec.name,
+            self.timings["boot_to_ssh_s"],
+            self.accel.accel.value,
+            self.ssh_port,
+        )
+
+    def _forwarded_port(self) -> int:
+        text = self.qmp.hmp("info usernet")
+        match = _USERNET_RE.search(text)
+        if not match:
+            raise LaunchError(
+                "cannot find the forwarded SSH port in 'info usernet'",
+                argv=self.argv,
+                exitcode=None,
+                log_tail=text,
+            )
+        return int(match.group(1))
+
+    def _console_tail(self, lines: int = 25) -> str:
+        tail = self.console_text().splitlines()[-lines:]
+        return f"last {len(tail)} console lines ({self.console_log}):\n  " + "\n  ".join(tail)
+
+    def _wait_console(self, marker: str, deadline: Deadline) -> None:
+        def seen() -> bool:
+            self.check_alive()
+            return marker in self.console_text()
+
+        try:
+            wait_for(seen, deadline, doing=f"waiting for {marker!r} on the console")
+        except TestbedError as exc:
+            if isinstance(exc, GuestPanic | MachineDied):
+                raise
+            raise GuestUnreachable(
+                f"the guest did not print {marker!r} within {deadline.seconds:g} s "
+                f"(accelerator {self.accel.describe() if self.accel else '?'})\n"
+                + self._console_tail()
+            ) from exc
+
+    # -- health ----------------------------------------------------------------------------
+
+    def check_alive(self) -> None:
+        """Raise if QEMU exited or the guest panicked (a GUEST_PANICKED event)."""
+        if self._qmp is not None and not self._down and self.alive():
+            self._qmp.poll_events()
+        if self._qmp is not None and any(
+            e.get("event") == "GUEST_PANICKED" for e in self._qmp.events
+        ):
+            raise GuestPanic("the guest kernel panicked (GUEST_PANICKED)\n" + self._panic_excerpt())
+        if self.process is not None and self.process.poll() is not None and not self._down:
+            raise MachineDied(
+                f"QEMU exited with code {self.process.poll()}\n"
+                f"  QEMU said: {self.process.log_tail(5)}\n{self._console_tail()}"
+            )
+
+    def _panic_excerpt(self) -> str:
+        lines = self.console_text().splitlines()
+        for i, line in enumerate(lines):
+            if "Kernel panic - not syncing" in line or "Oops" in line or "BUG:" in line:
+                return "\n".join(lines[max(0, i - 5) : i + 40])
+        return self._console_tail()
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop everything and remove private files. Idempotent; never raises on cleanup."""
+        if self._down:
+            return
+        self._down = True
+        if self._ssh is not None:
+            try:
+                dmesg = self._ssh.run("dmesg", timeout=10).stdout
+                (self.run_dir / "dmesg.txt").write_text(dmesg)
+            except (TestbedError, OSError) as exc:
+                log.debug("no dmesg collected: %s", exc)
+            self._ssh.close()
+            self._ssh = None
+        if self.process is not None:
+            if self._qmp is not None and self.process.poll() is None:
+                try:
+                    self._qmp.execute("quit", timeout=3)
+                except (TestbedError, OSError) as exc:
+                    log.debug("QMP quit: %s", exc)
+                self.process.wait(3)
+            self.process.terminate(grace=2)
+        if self._qmp is not None:
+            self._qmp.close()
+        for dev in self.spec.devices:
+            path = cmdline.backing_file(self.run_dir, dev)
+            if cmdline.backing_size(self.definition, dev) is not None:
+                path.unlink(missing_ok=True)
+                self._reaper.forget_path(path)
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+            self._reaper.forget_path(self.private_dir)
+
+    def info(self) -> dict[str, Any]:
+        """What a developer needs to reach the running guest."""
+        assert self.private_dir is not None
+        return {
+            "ssh": self.ssh.ssh_command(self.private_dir / "known_hosts"),
+            "qmp_socket": str(self.private_dir / "qmp.sock"),
+            "console_log": str(self.console_log),
+            "run_dir": str(self.run_dir),
+        }
