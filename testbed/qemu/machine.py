@@ -18,6 +18,7 @@ The run folder (``run_dir``) receives the artifacts: ``qemu-cmdline.txt``, ``con
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -89,6 +90,10 @@ class Machine:
         self._ssh: SSHShell | None = None
         self.ssh_port: int | None = None
         self.timings: dict[str, float] = {}
+        self._hotplug_seq = 0
+        #: the memory backend each host-backed device uses now (re-plugs get new ones)
+        self.memdevs: dict[str, str] = {}
+        self.memdev_generation: dict[str, int] = {}
         self._down = False
         self._reaper = Reaper.get()
 
@@ -156,6 +161,11 @@ class Machine:
                 self._reaper.remove_on_exit(path)
 
         (self.run_dir / "kernel.json").write_text(self.kernel.manifest())
+        from testbed.guest.tools import standard_tools
+
+        self.image = dataclasses.replace(
+            self.image, extra_files=(*standard_tools(), *self.image.extra_files)
+        )
         base = build_base(self.image)
         self.accel = accel_mod.choose(
             self.requested_accel, self.qemu_binary, self.kernel.image, base

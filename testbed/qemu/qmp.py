@@ -52,7 +52,7 @@ class QMP:
         self._client = QMPClient(name)
         self._listener = EventListener()
         self._client.register_listener(self._listener)
-        self._log: IO[str] = log_path.open("a", encoding="utf-8")
+        self._log: IO[str] = log_path.open("w", encoding="utf-8")
         self.events: list[dict[str, Any]] = []  #: every event received so far, in order
         self._closed = False
 
