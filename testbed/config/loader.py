@@ -67,7 +67,7 @@ class _StrictLoader(yaml.SafeLoader):
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: dict[object, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call,unused-ignore]
         if key in seen:
             raise ConfigError(
                 f"duplicate key (first given on line {seen[key]})",
@@ -81,48 +81,58 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _no_duplicates,  # type: ignore[arg-type]
+    _no_duplicates,  # type: ignore[arg-type,unused-ignore]
 )
 
 
 def compose_file(path: Path) -> yaml.Node:
     """Parse ``path`` into a YAML node tree, with duplicate-key and syntax errors located."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError("file not found", path=path) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text; save the file as UTF-8", path=path, line=line) from exc
     return compose_text(text, path)
 
 
 def compose_text(text: str, path: Path | str) -> yaml.Node:
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # checks for characters YAML does not allow
+    except yaml.YAMLError as exc:
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+        raise ConfigError(f"invalid YAML: {exc}", path=path, line=line) from exc
     loader.name = str(path)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()  # type: ignore[no-untyped-call,unused-ignore]
         if node is not None:
             # Constructing once runs the duplicate-key check over the whole document.
-            loader.construct_document(node)  # type: ignore[no-untyped-call]
+            loader.construct_document(node)  # type: ignore[no-untyped-call,unused-ignore]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {exc.problem or exc}", path=path, line=line) from exc
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()  # type: ignore[no-untyped-call,unused-ignore]
     if node is None:
         raise ConfigError("the file is empty; expected a mapping", path=path, line=1)
-    return typing.cast(yaml.Node, node)
+    return node
 
 
 def load_dataclass(cls: type[T], path: Path) -> T:
     """Load ``path`` into the frozen dataclass ``cls``, strictly."""
-    return _Converter(path).convert(compose_file(path), cls, "")
+    return typing.cast(T, _Converter(path).convert(compose_file(path), cls, ""))
 
 
 def load_dataclass_text(cls: type[T], text: str, path: str = "<string>") -> T:
     """Like :func:`load_dataclass` for text in memory (tests, command-line overrides)."""
-    return _Converter(Path(path)).convert(compose_text(text, path), cls, "")
+    return typing.cast(T, _Converter(Path(path)).convert(compose_text(text, path), cls, ""))
 
 
 class _Converter:
@@ -137,17 +147,20 @@ class _Converter:
             raise self.error(node, key, f"expected {what}, got a {_kind(node)}")
         loader = _StrictLoader("")
         try:
-            return loader.construct_object(node)  # type: ignore[no-untyped-call]
+            return loader.construct_object(node)  # type: ignore[no-untyped-call,unused-ignore]
         finally:
-            loader.dispose()  # type: ignore[no-untyped-call]
+            loader.dispose()  # type: ignore[no-untyped-call,unused-ignore]
 
-    def convert(self, node: yaml.Node, tp: Any, key: str) -> Any:  # noqa: PLR0911
+    def convert(self, node: yaml.Node, tp: Any, key: str) -> Any:
         origin = get_origin(tp)
         if origin in (Union, types.UnionType):
             args = [a for a in get_args(tp) if a is not type(None)]
-            if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-                if type(None) in get_args(tp):
-                    return None
+            if (
+                isinstance(node, yaml.ScalarNode)
+                and node.tag.endswith(":null")
+                and type(None) in get_args(tp)
+            ):
+                return None
             if len(args) != 1:
                 raise TypeError(f"unsupported union {tp}")
             return self.convert(node, args[0], key)
@@ -167,6 +180,10 @@ class _Converter:
             for k_node, v_node in node.value:
                 k = str(self.scalar(k_node, key, "a key"))
                 value = self.scalar(v_node, f"{key}.{k}" if key else k, "a scalar")
+                if value is None:
+                    raise self.error(
+                        v_node, f"{key}.{k}" if key else k, "no value; write '' for an empty one"
+                    )
                 out[k] = _scalar_text(value)
             return out
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -178,6 +195,8 @@ class _Converter:
                 raise self.error(node, key, f"expected one of {allowed}, got {value!r}") from None
         if tp is Size:
             value = self.scalar(node, key, "a size")
+            if isinstance(value, bool):
+                raise self.error(node, key, f"expected a size such as 64M, got {value!r}")
             try:
                 return Size.parse(typing.cast(str | int, value))
             except (ValueError, TypeError) as exc:
@@ -220,6 +239,8 @@ class _Converter:
                 known = ", ".join(sorted(f.replace("_", "-") for f in settable))
                 raise self.error(k_node, sub, f"unknown key; known keys here: {known}")
             attr = name.replace("-", "_")
+            if attr in values:
+                raise self.error(k_node, sub, "given twice (as '-' and '_' spellings)")
             values[attr] = self.convert(v_node, hints[attr], sub)
         missing = [
             n

@@ -48,12 +48,12 @@ class HotplugResult:
 
 
 def _save_query_pci(vm: Machine, label: str) -> None:
-    vm._hotplug_seq += 1  # noqa: SLF001 - numbering the evidence files in order
+    vm._hotplug_seq += 1
     try:
         pci = vm.qmp.execute("query-pci", timeout=10)
-    except Exception as exc:  # noqa: BLE001 - evidence only; never mask the operation
+    except Exception as exc:
         pci = {"error": str(exc)}
-    path = vm.run_dir / f"query-pci-{vm._hotplug_seq:02d}-{label}.json"  # noqa: SLF001
+    path = vm.run_dir / f"query-pci-{vm._hotplug_seq:02d}-{label}.json"
     path.write_text(json.dumps(pci, indent=1) + "\n")
 
 
@@ -103,8 +103,9 @@ def unplug(vm: Machine, device_id: str, *, timeout: float | None = None) -> Hotp
     retries = _send(vm, "device_del", {"id": device_id}, deadline, device_id)
     try:
         event = vm.qmp.wait_event(
-            lambda e: e.get("event") == "DEVICE_DELETED"
-            and e.get("data", {}).get("device") == device_id,
+            lambda e: (
+                e.get("event") == "DEVICE_DELETED" and e.get("data", {}).get("device") == device_id
+            ),
             deadline,
             since=since,
             alive=vm.alive,

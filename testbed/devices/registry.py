@@ -79,9 +79,11 @@ def resolve(spec: MachineSpec, types: dict[str, DeviceType]) -> Machine:
         used[dev.type] = types[dev.type]
         dtype = types[dev.type]
         if dev.bar_size is not None and dtype.backing is None:
+            where, _, line = dev.source.rpartition(":")
             raise ConfigError(
                 f"bar-size given, but device type {dtype.name!r} has no host-backed BAR",
-                path=dev.source or None,
+                path=where or None,
+                line=int(line) if line.isdigit() else None,
                 key="bar-size",
             )
     return Machine(spec=spec, types=used)

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from testbed import paths
 from testbed.errors import DependencyError, ImageError
@@ -34,10 +35,12 @@ from testbed.kernel.image import Kernel
 log = logging.getLogger(__name__)
 
 ROOTFS = Path(__file__).parent / "rootfs"
-#: Kernel modules every guest loads at boot: the NIC for SSH and the panic notifier.
-BASE_MODULES = ("virtio_pci", "virtio_net", "pvpanic_pci")
+#: Kernel modules every guest loads first: the NIC that carries SSH.
+NET_MODULES = ("virtio_pci", "virtio_net")
+#: Loaded right after sshd starts (while the host connects): the panic notifier.
+BASE_MODULES = ("pvpanic_pci",)
 #: Bumped when the layout changes in a way file hashes would not show.
-_FORMAT = 1
+_FORMAT = 2
 
 BUSYBOX = Path("/bin/busybox")
 DROPBEAR = Path("/usr/sbin/dropbear")
@@ -57,7 +60,8 @@ class ImageSpec:
     """What goes into a guest's base initramfs."""
 
     kernel: Kernel
-    boot_modules: tuple[str, ...] = BASE_MODULES  #: kernel modules loaded at boot, by name
+    net_modules: tuple[str, ...] = NET_MODULES  #: loaded before sshd starts, by name
+    boot_modules: tuple[str, ...] = BASE_MODULES  #: loaded after sshd starts, by name
     extra_modules: tuple[Path, ...] = ()  #: out-of-tree .ko files loaded at boot, in order
     extra_files: tuple[GuestFile, ...] = field(default=())
 
@@ -181,18 +185,22 @@ class _Plan:
     files: dict[str, tuple[bytes | Path, int]] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
 
-    def add_dir(self, path: str, mode: int = 0o755) -> None:
-        parts = path.strip("/").split("/")
+    def _parents(self, path: str) -> None:
+        """Create the folders above ``path`` (0755) unless already planned with a mode."""
+        parts = path.strip("/").split("/")[:-1]
         for i in range(1, len(parts) + 1):
             self.dirs.setdefault("/" + "/".join(parts[:i]), 0o755)
+
+    def add_dir(self, path: str, mode: int = 0o755) -> None:
+        self._parents(path)
         self.dirs["/" + path.strip("/")] = mode
 
     def add_file(self, path: str, content: bytes | Path, mode: int = 0o644) -> None:
-        self.add_dir(path.rsplit("/", 1)[0] or "/")
+        self._parents(path)
         self.files[path] = (content, mode)
 
     def add_link(self, path: str, target: str) -> None:
-        self.add_dir(path.rsplit("/", 1)[0] or "/")
+        self._parents(path)
         self.links[path] = target
 
     def digest(self) -> str:
@@ -206,7 +214,7 @@ class _Plan:
             h.update(f"l {path} {target}\n".encode())
         return h.hexdigest()[:20]
 
-    def write(self, out: io.BufferedIOBase | io.BytesIO) -> None:
+    def write(self, out: BinaryIO) -> None:
         writer = CpioWriter(out)
         for path in sorted(self.dirs):
             if path != "/":
@@ -251,18 +259,23 @@ def _base_plan(spec: ImageSpec) -> _Plan:
     plan.add_file("/etc/group", b"root:x:0:\n")
     plan.add_file("/etc/shells", b"/bin/sh\n")
 
-    load_lines = []
     kernel = spec.kernel
-    if spec.boot_modules:
+    mod_root = f"/lib/modules/{kernel.release}"
+    net_lines: list[str] = []
+    load_lines: list[str] = []
+    for names, lines in ((spec.net_modules, net_lines), (spec.boot_modules, load_lines)):
+        if not names:
+            continue
         if kernel.modules is None:
             raise ImageError(
                 f"kernel {kernel.release} has no modules folder, but the guest needs "
-                f"{', '.join(spec.boot_modules)}; pass --modules, or build them in (=y)"
+                f"{', '.join(names)}; pass --modules, or build them in (=y)"
             )
-        mod_root = f"/lib/modules/{kernel.release}"
-        for rel in resolve_modules(kernel.modules, spec.boot_modules):
-            plan.add_file(f"{mod_root}/{rel}", kernel.modules / rel)
-            load_lines.append(f"{mod_root}/{rel}")
+        for rel in resolve_modules(kernel.modules, names):
+            if f"{mod_root}/{rel}" not in net_lines:
+                plan.add_file(f"{mod_root}/{rel}", kernel.modules / rel)
+                lines.append(f"{mod_root}/{rel}")
+    plan.add_file("/etc/testbed/modules.net", "".join(f"{m}\n" for m in net_lines).encode())
     for ko in spec.extra_modules:
         guest = f"/lib/modules/testbed/{ko.name}"
         plan.add_file(guest, _require(ko, "(build it first)"))
@@ -296,9 +309,17 @@ def build_base(spec: ImageSpec) -> Path:
     return dest
 
 
-def assemble(base: Path, overlay: dict[str, tuple[bytes, int]], dest: Path) -> Path:
-    """Write ``base`` followed by a small archive of ``overlay`` files to ``dest``."""
+def assemble(
+    base: Path,
+    overlay: dict[str, tuple[bytes, int]],
+    dest: Path,
+    dirs: dict[str, int] | None = None,
+) -> Path:
+    """Write ``base`` followed by a small archive of ``overlay`` files (and ``dirs``, by mode)
+    to ``dest``. Entries here override the base's: the kernel unpacks the archives in order."""
     plan = _Plan()
+    for path, mode in (dirs or {}).items():
+        plan.add_dir(path, mode)
     for path, (data, mode) in overlay.items():
         plan.add_file(path, data, mode)
     buf = io.BytesIO()

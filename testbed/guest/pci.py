@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from testbed.deadline import Deadline, wait_for
 from testbed.guest.ssh import GuestShell
 
 _LIST = (
@@ -53,3 +54,25 @@ def list_devices(shell: GuestShell) -> list[PciDevice]:
 def find(shell: GuestShell, pci_id: str) -> list[PciDevice]:
     """Every device with ``vendor:device`` == ``pci_id``."""
     return [d for d in list_devices(shell) if d.pci_id == pci_id]
+
+
+def wait_listed(shell: GuestShell, pci_id: str, deadline: Deadline) -> list[PciDevice]:
+    """Wait until the guest lists ``pci_id``; return those devices."""
+    return wait_for(
+        lambda: find(shell, pci_id) or None,
+        deadline,
+        doing=f"waiting for {pci_id} to appear in the guest",
+        interval=0.05,
+        max_interval=0.25,
+    )
+
+
+def wait_gone(shell: GuestShell, pci_id: str, deadline: Deadline) -> None:
+    """Wait until the guest no longer lists ``pci_id``."""
+    wait_for(
+        lambda: not find(shell, pci_id),
+        deadline,
+        doing=f"waiting for {pci_id} to leave the guest's PCI bus",
+        interval=0.05,
+        max_interval=0.25,
+    )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import select
 import shlex
-import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 #: Default bound for one command in the guest.
 COMMAND_TIMEOUT = 60.0
+WATCH_INTERVAL = 0.25  #: how often a running command's watchdog is called
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class SSHShell:
             raise ValueError(f"unexpected host key type {kind}")
         self._client: paramiko.SSHClient | None = None
         self.transcript: list[CommandResult] = []
+        #: called while commands run; raises to abort the wait (see :meth:`run`)
+        self.watchdog: Callable[[], None] | None = None
 
     def ssh_command(self, known_hosts: Path) -> str:
         """The ``ssh`` command line a developer can paste to reach this guest."""
@@ -128,24 +132,51 @@ class SSHShell:
     def run(
         self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
     ) -> CommandResult:
-        """Run ``command`` with ``sh -c`` in the guest; returns exit code and both streams."""
-        if self._client is None:
+        """Run ``command`` with ``sh -c`` in the guest; returns exit code and both streams.
+
+        While the command runs, :attr:`watchdog` (if set) is called every ``WATCH_INTERVAL``
+        seconds: a machine sets it to its own health check, so a guest that panics under a
+        command ends the wait at once with :class:`GuestPanic`, not at ``timeout``.
+        """
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        if transport is None or not transport.is_active():
             raise GuestUnreachable("not connected to the guest")
         start = time.monotonic()
+        deadline = Deadline(timeout, f"guest command {command!r}")
+        out, err = bytearray(), bytearray()
         try:
-            chan_in, chan_out, chan_err = self._client.exec_command(command, timeout=timeout)
+            chan = transport.open_session(timeout=deadline.cap(30))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise GuestUnreachable(f"cannot open an SSH channel for {command!r}: {exc}") from exc
+        try:
+            chan.exec_command(command)
             if stdin is not None:
-                chan_in.write(stdin)
-            chan_in.channel.shutdown_write()
-            out = chan_out.read()
-            err = chan_err.read()
-            code = chan_out.channel.recv_exit_status()
-        except (TimeoutError, socket.timeout) as exc:
-            raise DeadlineExceeded(
-                f"guest command did not finish within {timeout:g} s: {command}"
-            ) from exc
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                select.select([chan], [], [], deadline.cap(WATCH_INTERVAL))
+                while chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                if chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                    break
+                if deadline.expired():
+                    raise DeadlineExceeded(
+                        f"guest command did not finish within {timeout:g} s: {command}"
+                    )
+                if self.watchdog is not None:
+                    self.watchdog()
+            while chan.recv_ready():
+                out += chan.recv(1 << 16)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(1 << 16)
+            code = chan.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise GuestUnreachable(f"SSH connection lost while running {command!r}: {exc}") from exc
+        finally:
+            chan.close()
         result = CommandResult(
             command,
             code,

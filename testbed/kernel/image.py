@@ -51,7 +51,13 @@ def bzimage_release(image: Path) -> str:
                     f"{image}: not an x86 bzImage (no 'HdrS' boot-protocol signature); pass the "
                     "arch/x86/boot/bzImage from your build"
                 )
-            offset = int.from_bytes(header[0x20E:0x210], "little") + 0x200
+            pointer = int.from_bytes(header[0x20E:0x210], "little")
+            if pointer == 0:
+                raise KernelError(
+                    f"{image}: the bzImage header carries no kernel version string; pass "
+                    "--kernel with an image built by kbuild"
+                )
+            offset = pointer + 0x200
             f.seek(offset)
             text = f.read(256).split(b"\0", 1)[0]
     except OSError as exc:

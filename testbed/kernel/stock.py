@@ -48,7 +48,9 @@ def _run(argv: list[str], what: str) -> str:
             f"{argv[0]} not found, needed to {what}; run ci/setup.sh (Debian 12)"
         ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise KernelError(f"{' '.join(argv)} took longer than 600 s while trying to {what}") from exc
+        raise KernelError(
+            f"{' '.join(argv)} took longer than 600 s while trying to {what}"
+        ) from exc
     if proc.returncode != 0:
         raise KernelError(
             f"could not {what}: {' '.join(argv)} exited with {proc.returncode}\n"
@@ -70,7 +72,9 @@ def _package(name: str) -> Package:
 
 
 def _depends(name: str, prefix: str) -> list[str]:
-    out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", name], f"resolve {name}")
+    out = _run(
+        ["apt-cache", "depends", "--no-recommends", "--no-suggests", name], f"resolve {name}"
+    )
     found = []
     for line in out.splitlines():
         kind, _, dep = line.strip().lstrip("|").partition(": ")

@@ -29,7 +29,7 @@ from testbed.qemu.qmp import QMP
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 20.0  #: a KVM guest reaches init in ~1 s; a stuck one never does
-CACHE_TTL = float(os.environ.get("TESTBED_ACCEL_CACHE_TTL", 24 * 3600))
+CACHE_TTL = float(os.environ.get("TESTBED_ACCEL_CACHE_TTL", str(24 * 3600)))
 INIT_MARKER = "testbed-guest: init reached"
 
 
@@ -77,6 +77,11 @@ def _store(key: str, choice: AccelChoice) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
+
+
+def cached_verdict(qemu: str) -> AccelChoice | None:
+    """The cached probe verdict for this host and QEMU binary, if still fresh."""
+    return _cached(_host_key(qemu))
 
 
 def kvm_usable_node() -> str | None:
@@ -150,8 +155,10 @@ def probe(qemu: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT)
             if not (isinstance(kvm, dict) and kvm.get("enabled")):
                 return AccelChoice(Accel.TCG, f"QEMU reports KVM not enabled ({kvm})", time.time())
             wait_for(
-                lambda: running.poll() is not None
-                or (console.is_file() and INIT_MARKER in console.read_text(errors="replace")),
+                lambda: (
+                    running.poll() is not None
+                    or (console.is_file() and INIT_MARKER in console.read_text(errors="replace"))
+                ),
                 deadline,
                 doing="waiting for the KVM guest to reach init",
             )

@@ -91,8 +91,8 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
         "-nodefaults",
         "-no-user-config",
         "-display", "none",
-        "-kernel", _path(launch.kernel),
-        "-initrd", _path(launch.initrd),
+        "-kernel", str(launch.kernel),  # plain file names: no comma escaping
+        "-initrd", str(launch.initrd),
         "-append", " ".join((*BASE_KERNEL_ARGS, *spec.kernel_args, *launch.kernel_args)),
         "-chardev", f"file,id=console,path={_path(launch.console_log)}",
         "-serial", "chardev:console",
@@ -128,3 +128,38 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
 def shell_line(argv: list[str]) -> str:
     """``argv`` as one line a developer can paste into a shell."""
     return shlex.join(argv)
+
+
+def bare_argv(
+    qemu: str,
+    accel: Accel,
+    kernel: Path,
+    initrd: Path,
+    console_log: Path,
+    *,
+    memory: int,
+    cpus: int,
+) -> list[str]:
+    """The plainest QEMU that boots ``kernel`` + ``initrd`` (the benchmark's baseline).
+
+    Same machine type, CPU model, memory and kernel arguments as :func:`build_argv`, but no
+    devices, no QMP and no network: what any harness would pay to reach the guest's init.
+    """
+    if accel is Accel.AUTO:
+        raise ValueError("decide the accelerator before building the command line")
+    return [
+        qemu,
+        "-machine", "q35",
+        "-accel", accel.value,
+        "-cpu", "host" if accel is Accel.KVM else "max",
+        "-smp", str(cpus),
+        "-m", f"{memory // (1 << 20)}M",
+        "-nodefaults",
+        "-no-user-config",
+        "-display", "none",
+        "-kernel", str(kernel),
+        "-initrd", str(initrd),
+        "-append", " ".join(BASE_KERNEL_ARGS),
+        "-chardev", f"file,id=console,path={_path(console_log)}",
+        "-serial", "chardev:console",
+    ]  # fmt: skip

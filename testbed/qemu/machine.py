@@ -33,6 +33,7 @@ from testbed.config.schema import Accel
 from testbed.deadline import Deadline, wait_for
 from testbed.devices.registry import Machine as MachineDef
 from testbed.errors import (
+    GuestError,
     GuestPanic,
     GuestUnreachable,
     LaunchError,
@@ -51,6 +52,8 @@ from testbed.qemu.qmp import QMP
 log = logging.getLogger(__name__)
 
 SSH_READY_MARKER = "testbed-guest: sshd ready"
+READY_MARKER = "testbed-guest: ready"
+INSMOD_FAILED = "testbed-guest: insmod"
 INIT_MARKER = accel_mod.INIT_MARKER
 _USERNET_RE = re.compile(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22\b")
 
@@ -95,6 +98,7 @@ class Machine:
         self.memdevs: dict[str, str] = {}
         self.memdev_generation: dict[str, int] = {}
         self._down = False
+        self._base: Path | None = None
         self._reaper = Reaper.get()
 
     # -- context manager -------------------------------------------------------------------
@@ -143,6 +147,17 @@ class Machine:
         """The host file behind ``device_id``'s BAR (what the guest sees through BAR2)."""
         return cmdline.backing_file(self.run_dir, self.spec.device(device_id))
 
+    def base_initramfs(self) -> Path:
+        """The cached initramfs this machine boots (before its per-run keys are appended)."""
+        from testbed.guest.tools import standard_tools
+
+        if self._base is None:
+            self.image = dataclasses.replace(
+                self.image, extra_files=(*standard_tools(), *self.image.extra_files)
+            )
+            self._base = build_base(self.image)
+        return self._base
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -161,12 +176,7 @@ class Machine:
                 self._reaper.remove_on_exit(path)
 
         (self.run_dir / "kernel.json").write_text(self.kernel.manifest())
-        from testbed.guest.tools import standard_tools
-
-        self.image = dataclasses.replace(
-            self.image, extra_files=(*standard_tools(), *self.image.extra_files)
-        )
-        base = build_base(self.image)
+        base = self.base_initramfs()
         self.accel = accel_mod.choose(
             self.requested_accel, self.qemu_binary, self.kernel.image, base
         )
@@ -181,6 +191,7 @@ class Machine:
                 "/root/.ssh/authorized_keys": (client.public.encode() + b"\n", 0o600),
             },
             self.private_dir / "initrd.cpio",
+            dirs={"/root": 0o700, "/root/.ssh": 0o700, "/etc/dropbear": 0o700},
         )
         launch = cmdline.Launch(
             qemu=self.qemu_binary,
@@ -212,6 +223,7 @@ class Machine:
         self.timings["sshd_ready_s"] = time.monotonic() - t_spawn
         self._ssh = SSHShell(self.ssh_port, client.private, host.public)
         (self.private_dir / "known_hosts").write_text(self._ssh.known_hosts_line())
+        self._ssh.watchdog = self.check_alive
         try:
             self._ssh.connect(deadline)
         except GuestUnreachable as exc:
@@ -219,6 +231,15 @@ class Machine:
             raise GuestUnreachable(f"{exc}\n{self._console_tail()}") from exc
         release = self._ssh.run_check("uname -r", timeout=deadline.cap(30)).stdout.strip()
         self.timings["boot_to_ssh_s"] = time.monotonic() - t0
+        self._wait_console(READY_MARKER, deadline)
+        self.timings["ready_s"] = time.monotonic() - t0
+        failed = [line for line in self.console_text().splitlines() if INSMOD_FAILED in line]
+        if failed:
+            raise GuestError(
+                "a guest module failed to load at boot:\n  "
+                + "\n  ".join(failed)
+                + f"\n{self._console_tail()}"
+            )
         if release != self.kernel.release:
             raise TestbedError(
                 f"the guest runs kernel {release!r}, expected {self.kernel.release!r}"
@@ -253,7 +274,13 @@ class Machine:
             return marker in self.console_text()
 
         try:
-            wait_for(seen, deadline, doing=f"waiting for {marker!r} on the console")
+            wait_for(
+                seen,
+                deadline,
+                doing=f"waiting for {marker!r} on the console",
+                interval=0.02,
+                max_interval=0.05,
+            )
         except TestbedError as exc:
             if isinstance(exc, GuestPanic | MachineDied):
                 raise
@@ -269,15 +296,19 @@ class Machine:
         """Raise if QEMU exited or the guest panicked (a GUEST_PANICKED event)."""
         if self._qmp is not None and not self._down and self.alive():
             self._qmp.poll_events()
-        if self._qmp is not None and any(
-            e.get("event") == "GUEST_PANICKED" for e in self._qmp.events
-        ):
+        if self.panicked():
             raise GuestPanic("the guest kernel panicked (GUEST_PANICKED)\n" + self._panic_excerpt())
         if self.process is not None and self.process.poll() is not None and not self._down:
             raise MachineDied(
                 f"QEMU exited with code {self.process.poll()}\n"
                 f"  QEMU said: {self.process.log_tail(5)}\n{self._console_tail()}"
             )
+
+    def panicked(self) -> bool:
+        """Whether QEMU reported GUEST_PANICKED (the guest is then paused, not running)."""
+        return self._qmp is not None and any(
+            e.get("event") == "GUEST_PANICKED" for e in self._qmp.events
+        )
 
     def _panic_excerpt(self) -> str:
         lines = self.console_text().splitlines()
@@ -294,11 +325,7 @@ class Machine:
             return
         self._down = True
         if self._ssh is not None:
-            try:
-                dmesg = self._ssh.run("dmesg", timeout=10).stdout
-                (self.run_dir / "dmesg.txt").write_text(dmesg)
-            except (TestbedError, OSError) as exc:
-                log.debug("no dmesg collected: %s", exc)
+            self._collect_dmesg(self._ssh)
             self._ssh.close()
             self._ssh = None
         if self.process is not None:
@@ -319,6 +346,21 @@ class Machine:
         if self.private_dir is not None:
             shutil.rmtree(self.private_dir, ignore_errors=True)
             self._reaper.forget_path(self.private_dir)
+
+    def _collect_dmesg(self, ssh: SSHShell) -> None:
+        if self._qmp is not None and self.alive():
+            try:
+                self._qmp.poll_events()
+            except (TestbedError, OSError) as exc:
+                log.debug("no QMP events: %s", exc)
+        if self.panicked():
+            log.debug("no dmesg collected: the guest panicked (see the console log)")
+            return
+        try:
+            dmesg = ssh.run("dmesg", timeout=10).stdout
+            (self.run_dir / "dmesg.txt").write_text(dmesg)
+        except (TestbedError, OSError) as exc:
+            log.debug("no dmesg collected: %s", exc)
 
     def info(self) -> dict[str, Any]:
         """What a developer needs to reach the running guest."""

@@ -9,6 +9,7 @@ removes registered files if the orchestrator itself dies without cleaning up.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -114,7 +115,10 @@ class QemuProcess:
                 )
             except OSError as exc:
                 raise LaunchError(
-                    f"cannot execute QEMU: {exc.strerror}", argv=self.argv, exitcode=None, log_tail=""
+                    f"cannot execute QEMU: {exc.strerror}",
+                    argv=self.argv,
+                    exitcode=None,
+                    log_tail="",
                 ) from exc
         self._reaper.kill_on_exit(self._proc.pid)
         self._reaped = False
@@ -156,10 +160,8 @@ class QemuProcess:
             if self.wait(wait) is not None:
                 break
         # The group may hold children even after QEMU itself exited.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         code = self.wait(5.0)
         self._reaper.forget_group(self._proc.pid)
         self._reaped = True

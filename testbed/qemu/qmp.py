@@ -105,7 +105,10 @@ class QMP:
     # -- commands and events ---------------------------------------------------------------
 
     def execute(
-        self, command: str, arguments: Mapping[str, object] | None = None, timeout: float = COMMAND_TIMEOUT
+        self,
+        command: str,
+        arguments: Mapping[str, object] | None = None,
+        timeout: float = COMMAND_TIMEOUT,
     ) -> Any:
         """Run one QMP command; :class:`QMPError` carries QEMU's error text."""
         sent: dict[str, object] = {"execute": command}
@@ -182,9 +185,8 @@ class QMP:
         try:
             self._pump()
             self._loop.run_until_complete(asyncio.wait_for(self._client.disconnect(), 5))
-        except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
+        except Exception as exc:
             log.debug("QMP disconnect: %s", exc)
         finally:
             self._loop.close()
             self._log.close()
-

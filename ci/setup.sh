@@ -1,0 +1,50 @@
+#!/bin/sh
+# Install everything p2p-testbed needs on a Debian 12 host, then the Python
+# package into ./.venv.  Safe to re-run: apt-get and pip skip what is there.
+#
+#   ci/setup.sh            # system packages + .venv
+#   TESTBED_SKIP_APT=1 ci/setup.sh   # only the Python side (no root needed)
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+# What each package is for:
+#   qemu-system-x86   the emulator (q35, ivshmem-plain, edu, pcie-root-port)
+#   qemu-utils        qemu-img, used by `testbed doctor`
+#   busybox-static    the guest's userland
+#   dropbear-bin      the guest's sshd (small, static host keys via dropbearkey)
+#   openssh-client    `ssh` for the command `testbed boot` prints
+#   cpio kmod         initramfs inspection; depmod for the cached stock kernel
+#   gcc make libc6-dev   guest modules and static guest helpers
+#   linux-headers-cloud-amd64   build dependencies of the default kernel's headers
+#   python3-venv      the virtualenv below
+PACKAGES="qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-client
+cpio kmod gcc make libc6-dev bc flex bison libelf-dev libssl-dev
+linux-headers-cloud-amd64 python3-venv python3-pip ca-certificates"
+
+if [ "${TESTBED_SKIP_APT:-0}" != 1 ]; then
+    SUDO=
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    missing=
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+            || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "setup: installing Debian packages:$missing"
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+    else
+        echo "setup: Debian packages already installed"
+    fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($PYTHON --version)"
+    $PYTHON -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+echo "setup: done ($(.venv/bin/testbed --version 2>/dev/null || echo 'testbed installed'))"

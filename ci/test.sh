@@ -1,0 +1,21 @@
+#!/bin/sh
+# The project's own checks: lint, types, then every test (unit tests of the pure logic, then
+# the tests that boot real QEMU guests, then the reference P2P suite).
+#
+#   ci/test.sh [PYTEST ARGS...]     e.g. ci/test.sh -k unplug --testbed-keep-artifacts
+set -eu
+cd "$(dirname "$0")/.."
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy (strict)"
+.venv/bin/mypy
+echo "== pytest"
+rc=0
+.venv/bin/pytest -p no:cacheprovider --strict-markers --durations=10 "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+    echo "ci/test.sh: pytest collected no tests; that is a failure here" >&2
+    exit 1
+fi
+exit "$rc"

@@ -1,0 +1,69 @@
+"""``testbed boot``: bring a machine up and keep it up for a developer, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from testbed.cli.common import accel_from, add_kernel_options, kernel_from
+from testbed.devices.registry import load_machine, machine_names
+from testbed.qemu.machine import Machine
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "boot",
+        help="boot a machine and keep it up until Ctrl-C",
+        description="Boot a machine, print how to reach it (ssh, QMP socket, console log) and "
+        "keep it running until Ctrl-C or until the guest powers off.",
+    )
+    p.add_argument(
+        "machine",
+        nargs="?",
+        default="default",
+        help=f"machine name or YAML path (known: {', '.join(machine_names())})",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where console, QMP log and BAR backing files go (default: a new temp folder, "
+        "removed at the end)",
+    )
+    add_kernel_options(p)
+    p.set_defaults(func=main)
+
+
+def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _term_as_interrupt)
+    kernel = kernel_from(args)
+    machine = load_machine(args.machine)
+    kwargs: dict[str, Any] = {"accel": accel_from(args)}
+    with tempfile.TemporaryDirectory(prefix="p2p-testbed-boot-") as tmp:
+        run_dir = args.run_dir or Path(tmp)
+        with Machine(machine, kernel, run_dir, **kwargs) as vm:
+            info = vm.info()
+            assert vm.accel is not None
+            print(
+                f"machine {machine.spec.name!r} is up ({vm.accel.describe()}; kernel "
+                f"{kernel.release}; {vm.timings['boot_to_ssh_s']:.1f} s)\n"
+                f"  ssh:      {info['ssh']}\n"
+                f"  QMP:      {info['qmp_socket']}  (e.g. qmp-shell, socat)\n"
+                f"  console:  {info['console_log']}\n"
+                f"  run dir:  {info['run_dir']}\n"
+                "Ctrl-C stops the machine.",
+                flush=True,
+            )
+            assert vm.process is not None
+            while vm.process.wait(1.0) is None:
+                vm.check_alive()
+            print(f"testbed: QEMU exited (code {vm.process.poll()})", file=sys.stderr)
+    return 0

@@ -1,0 +1,47 @@
+"""The testbed's pytest plugin (registered through the ``pytest11`` entry point).
+
+It gives tests real machines and keeps what is needed to understand a failure:
+
+- ``--testbed-kernel BZIMAGE`` (with ``--testbed-modules``/``--testbed-build``) picks the kernel
+  under test, the stock Debian kernel by default; ``--testbed-accel`` forces KVM or TCG;
+- every test gets its own folder under ``--testbed-artifacts`` (``testbed-artifacts/`` by
+  default) holding each machine's console log, QMP log, dmesg, command line and kernel
+  record; the folder is deleted when the test passes, unless ``--testbed-keep-artifacts``;
+- after the test body, the console of every machine the test used is scanned
+  (:mod:`testbed.guest.console`); a panic, Oops, WARNING, KASAN report, ... fails the test
+  with the excerpt. ``@pytest.mark.console_allows(Problem.PANIC, ...)`` lets a test that
+  expects one say so.
+
+Fixtures: ``testbed_settings``, ``testbed_kernel``, ``artifact_dir``, ``machine_factory``,
+``vm`` (the default machine, booted).
+"""
+
+from testbed.pytest_plugin.fixtures import (
+    artifact_dir,
+    machine_factory,
+    testbed_kernel,
+    testbed_settings,
+    vm,
+)
+from testbed.pytest_plugin.hooks import (
+    pytest_addoption,
+    pytest_configure,
+    pytest_report_header,
+    pytest_runtest_call,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
+
+__all__ = [
+    "artifact_dir",
+    "machine_factory",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_report_header",
+    "pytest_runtest_call",
+    "pytest_runtest_makereport",
+    "pytest_terminal_summary",
+    "testbed_kernel",
+    "testbed_settings",
+    "vm",
+]

@@ -1,0 +1,78 @@
+"""Command-line options of the plugin, parsed once into a frozen :class:`Settings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from testbed.config.schema import Accel
+from testbed.kernel.image import Kernel, user_kernel
+from testbed.kernel.stock import stock_kernel
+
+
+@dataclass(frozen=True)
+class Settings:
+    kernel_image: Path | None  #: None: Debian's stock kernel
+    kernel_modules: Path | None
+    kernel_build: Path | None
+    accel: Accel | None  #: None: what each machine's YAML says (``auto`` by default)
+    artifacts: Path
+    keep_artifacts: bool
+
+    def kernel(self) -> Kernel:
+        if self.kernel_image is None:
+            return stock_kernel()
+        return user_kernel(self.kernel_image, self.kernel_modules, self.kernel_build)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testbed", "p2p-testbed guests")
+    group.addoption(
+        "--testbed-kernel",
+        metavar="BZIMAGE",
+        type=Path,
+        help="kernel under test (default: Debian's stock cloud-amd64 kernel, fetched and cached)",
+    )
+    group.addoption(
+        "--testbed-modules",
+        metavar="DIR",
+        type=Path,
+        help="lib/modules/<release> of --testbed-kernel (with modules.dep)",
+    )
+    group.addoption(
+        "--testbed-build",
+        metavar="DIR",
+        type=Path,
+        help="kbuild tree of --testbed-kernel, to build the guest modules against",
+    )
+    group.addoption(
+        "--testbed-accel",
+        choices=[a.value for a in Accel],
+        help="auto: probe KVM with a bounded boot, fall back to TCG; kvm/tcg: force",
+    )
+    group.addoption(
+        "--testbed-artifacts",
+        metavar="DIR",
+        type=Path,
+        default=Path("testbed-artifacts"),
+        help="one folder per test: console, QMP log, dmesg, command line (default: %(default)s)",
+    )
+    group.addoption(
+        "--testbed-keep-artifacts",
+        action="store_true",
+        help="keep the artifact folders of passing tests too",
+    )
+
+
+def from_config(config: pytest.Config) -> Settings:
+    accel = config.getoption("--testbed-accel")
+    return Settings(
+        kernel_image=config.getoption("--testbed-kernel"),
+        kernel_modules=config.getoption("--testbed-modules"),
+        kernel_build=config.getoption("--testbed-build"),
+        accel=Accel(accel) if accel else None,
+        artifacts=Path(config.getoption("--testbed-artifacts")).absolute(),
+        keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
+    )
