@@ -10,6 +10,7 @@ so the original traceback is kept::
      |    +-- UnknownNameError    a name is not in a registry (lists the known names)
      +-- DependencyError          a host tool or package is missing (names the fix)
      +-- KernelError              the kernel under test cannot be obtained or built
+ |    +-- ModuleBuildError    a guest module does not compile (file:line, compiler output)
      +-- ImageError               the guest initramfs cannot be built
      +-- QEMUError
      |    +-- LaunchError         QEMU did not start (argv, exit code, log tail)
@@ -94,6 +95,15 @@ class DependencyError(TestbedError):
 
 class KernelError(TestbedError):
     """The kernel under test cannot be found, fetched, unpacked or built."""
+
+
+class ModuleBuildError(KernelError):
+    """Building guest kernel modules failed; carries the compiler's output and the first error."""
+
+    def __init__(self, message: str, *, output: str, location: str | None) -> None:
+        self.output = output
+        self.location = location  #: ``path:line`` of the first error, if one was recognised
+        super().__init__(message)
 
 
 class ImageError(TestbedError):

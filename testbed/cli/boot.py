@@ -12,6 +12,7 @@ from typing import Any
 
 from testbed.cli.common import accel_from, add_kernel_options, kernel_from
 from testbed.devices.registry import load_machine, machine_names
+from testbed.p2p.payload import payload
 from testbed.qemu.machine import Machine
 
 
@@ -34,6 +35,11 @@ def add_parser(sub: Any) -> None:
         help="where console, QMP log and BAR backing files go (default: a new temp folder, "
         "removed at the end)",
     )
+    p.add_argument(
+        "--no-p2p",
+        action="store_true",
+        help="do not load the P2P exporter/importer modules and p2pctl",
+    )
     add_kernel_options(p)
     p.set_defaults(func=main)
 
@@ -47,6 +53,8 @@ def main(args: argparse.Namespace) -> int:
     kernel = kernel_from(args)
     machine = load_machine(args.machine)
     kwargs: dict[str, Any] = {"accel": accel_from(args)}
+    if not args.no_p2p:
+        kwargs.update(payload(kernel).machine_kwargs())
     with tempfile.TemporaryDirectory(prefix="p2p-testbed-boot-") as tmp:
         run_dir = args.run_dir or Path(tmp)
         with Machine(machine, kernel, run_dir, **kwargs) as vm:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,11 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed:
         item.stash[FAILED] = True
+        # a machine shared with other tests keeps its folder when one of its tests fails
+        for entry in health.watched(item):
+            if not entry.machine.run_dir.is_relative_to(item.stash.get(ARTIFACTS, Path("/-"))):
+                item.config.stash[FACTS].kept.append(entry.machine.run_dir)
+                report.sections.append(("testbed shared guest", str(entry.machine.run_dir)))
     folder = item.stash.get(ARTIFACTS, None)
     if folder is None:
         return report

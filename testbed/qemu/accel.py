@@ -170,7 +170,12 @@ def probe(qemu: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT)
                 time.time(),
             )
         except TestbedError as exc:
-            return AccelChoice(Accel.TCG, f"KVM test boot failed: {exc}", time.time())
+            said = running.log_tail(2).strip()
+            return AccelChoice(
+                Accel.TCG,
+                f"KVM test boot failed: {exc}" + (f"; QEMU said: {said}" if said else ""),
+                time.time(),
+            )
         if running.poll() is not None:
             return AccelChoice(
                 Accel.TCG,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient
+from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient
 from qemu.qmp.error import QMPError as LibQMPError
 from qemu.qmp.message import Message
 
@@ -99,7 +99,13 @@ class QMP:
                 await asyncio.wait({task}, timeout=0.05)
             task.result()
 
-        self._run(wait(), deadline.remaining(), "waiting for QEMU to connect")
+        try:
+            self._run(wait(), deadline.remaining(), "waiting for QEMU to connect")
+        except (EOFError, OSError, ConnectError) as exc:
+            # QEMU connected and went away (it exits when an accelerator or device fails).
+            raise MachineDied(
+                f"QEMU closed the QMP connection during the handshake: {exc!r}"
+            ) from exc
         self._write("greeting", self._client.greeting)
 
     # -- commands and events ---------------------------------------------------------------

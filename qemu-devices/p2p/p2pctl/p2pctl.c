@@ -1,0 +1,1116 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * p2pctl - drive p2p_exporter and p2p_importer from one process, for tests.
+ *
+ *   p2pctl [-e] [-x /dev/p2p-exporterN] [-i /dev/p2p-importerN] [-f FILE|-]
+ *          COMMAND [key=value ...] [COMMAND [key=value ...] ...]
+ *
+ * A word without '=' starts a command, words with '=' are its arguments;
+ * ';' and blanks also separate words, so 'create size=64K; mmap' is fine.
+ * Each command prints exactly one JSON object on its own line (stdout,
+ * flushed). Every line has "op", "ok" and "t_ns" (CLOCK_REALTIME, the clock
+ * of the kernel's event stamps); failures add "errno", "error" (EFOO),
+ * "msg"; a fault caught while touching memory adds "signal" (SIGBUS...).
+ *
+ * Any command accepts expect=EFOO or expect=SIGBUS (or expect=ok): the line
+ * then says "expected":true|false. The exit status is 0 when every command
+ * went as expected (ok, unless told otherwise), 1 otherwise; with -e the
+ * first unexpected outcome ends the run. See README.md for the commands.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <p2p_testbed.h>
+
+#define MAX_ARGS	16
+#define MAX_OBJS	64
+#define MAX_MAPS	64
+#define MAX_WORDS	4096
+#define BUS_PRINT_MAX	64
+
+struct arg {
+	const char *key;
+	const char *val;
+};
+
+struct cmd {
+	const char *op;
+	struct arg args[MAX_ARGS];
+	int nargs;
+};
+
+struct obj {
+	uint32_t handle;
+	uint64_t size;
+	uint64_t mmap_offset;
+};
+
+struct map {
+	uint8_t *addr;
+	uint64_t len;
+	uint32_t handle;
+};
+
+static const char *exp_path = "/dev/p2p-exporter0";
+static const char *imp_path = "/dev/p2p-importer0";
+static int exp_fd = -1, imp_fd = -1;
+static struct obj objs[MAX_OBJS];
+static int nobjs;
+static struct map maps[MAX_MAPS];
+static int nmaps;
+static uint32_t last_mr;
+static bool stop_on_error;
+static int unexpected;
+
+/* ---- JSON line ---------------------------------------------------------- */
+
+static char line[65536];
+static size_t line_len;
+
+static void jraw(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void jraw(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (line_len >= sizeof(line))
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line + line_len, sizeof(line) - line_len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		line_len += (size_t)n;
+	if (line_len >= sizeof(line))
+		line_len = sizeof(line) - 1;
+}
+
+static void jkey(const char *key)
+{
+	jraw(",\"%s\":", key);
+}
+
+static void jstr(const char *key, const char *val)
+{
+	const char *p;
+
+	jkey(key);
+	jraw("\"");
+	for (p = val; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '"' || c == '\\')
+			jraw("\\%c", c);
+		else if (c < 0x20)
+			jraw("\\u%04x", c);
+		else
+			jraw("%c", c);
+	}
+	jraw("\"");
+}
+
+static void jnum(const char *key, uint64_t v)
+{
+	jkey(key);
+	jraw("%llu", (unsigned long long)v);
+}
+
+static void jint(const char *key, long long v)
+{
+	jkey(key);
+	jraw("%lld", v);
+}
+
+static void jhex(const char *key, uint64_t v)
+{
+	jkey(key);
+	jraw("\"0x%llx\"", (unsigned long long)v);
+}
+
+static void jbool(const char *key, bool v)
+{
+	jkey(key);
+	jraw(v ? "true" : "false");
+}
+
+static uint64_t now_ns(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void jbegin(const char *op)
+{
+	line_len = 0;
+	jraw("{\"op\":\"%s\"", op);
+}
+
+/* ---- errors and expectations ------------------------------------------------ */
+
+static const struct {
+	int err;
+	const char *name;
+} errnames[] = {
+	{ EPERM, "EPERM" }, { ENOENT, "ENOENT" }, { ESRCH, "ESRCH" },
+	{ EINTR, "EINTR" }, { EIO, "EIO" }, { ENXIO, "ENXIO" },
+	{ EBADF, "EBADF" }, { EAGAIN, "EAGAIN" }, { ENOMEM, "ENOMEM" },
+	{ EACCES, "EACCES" }, { EFAULT, "EFAULT" }, { EBUSY, "EBUSY" },
+	{ EEXIST, "EEXIST" }, { EXDEV, "EXDEV" }, { ENODEV, "ENODEV" },
+	{ EINVAL, "EINVAL" }, { ENOSPC, "ENOSPC" }, { ENOTTY, "ENOTTY" },
+	{ ERANGE, "ERANGE" }, { ENOSYS, "ENOSYS" }, { ETIMEDOUT, "ETIMEDOUT" },
+	{ EOPNOTSUPP, "EOPNOTSUPP" }, { ECANCELED, "ECANCELED" },
+};
+
+static const char *errname(int err)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(errnames) / sizeof(errnames[0]); i++)
+		if (errnames[i].err == err)
+			return errnames[i].name;
+	return "E?";
+}
+
+static const char *signame(int sig)
+{
+	switch (sig) {
+	case SIGBUS: return "SIGBUS";
+	case SIGSEGV: return "SIGSEGV";
+	default: return "SIG?";
+	}
+}
+
+/* Outcome of the current command: ok, errno, or a caught signal. */
+static int cur_errno, cur_signal;
+
+static void jfail(int err, const char *what)
+{
+	cur_errno = err;
+	jbool("ok", false);
+	jint("errno", err);
+	jstr("error", errname(err));
+	jstr("msg", what ? what : strerror(err));
+}
+
+static void jfail_signal(int sig)
+{
+	cur_signal = sig;
+	jbool("ok", false);
+	jstr("signal", signame(sig));
+}
+
+static const char *arg(const struct cmd *c, const char *key)
+{
+	int i;
+
+	for (i = 0; i < c->nargs; i++)
+		if (!strcmp(c->args[i].key, key))
+			return c->args[i].val;
+	return NULL;
+}
+
+static void jend(const struct cmd *c)
+{
+	const char *want = arg(c, "expect");
+	bool got_ok = !cur_errno && !cur_signal;
+	bool match;
+
+	if (!want || !strcmp(want, "ok"))
+		match = got_ok;
+	else if (!strncmp(want, "SIG", 3))
+		match = cur_signal && !strcmp(want, signame(cur_signal));
+	else
+		match = cur_errno && !strcmp(want, errname(cur_errno));
+	if (want)
+		jbool("expected", match);
+	if (!match)
+		unexpected++;
+	jnum("t_ns", now_ns(CLOCK_REALTIME));
+	jraw("}");
+	fwrite(line, 1, line_len, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+	if (!match && stop_on_error)
+		exit(1);
+}
+
+/* ---- argument parsing -------------------------------------------------------- */
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s)
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno)
+		return false;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	default: break;
+	}
+	if (*end)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* @key as a number, @def if absent; false (and a JSON failure) if malformed. */
+static bool num_arg(const struct cmd *c, const char *key, uint64_t def,
+		    uint64_t *out)
+{
+	const char *s = arg(c, key);
+
+	if (!s) {
+		*out = def;
+		return true;
+	}
+	if (parse_u64(s, out))
+		return true;
+	jfail(EINVAL, "malformed number");
+	jstr("arg", key);
+	return false;
+}
+
+/* ---- devices ------------------------------------------------------------------- */
+
+static int need_fd(int *fd, const char *path)
+{
+	if (*fd < 0)
+		*fd = open(path, O_RDWR | O_CLOEXEC);
+	return *fd < 0 ? -errno : 0;
+}
+
+static struct obj *find_obj(const struct cmd *c, bool *bad)
+{
+	uint64_t h;
+	int i;
+
+	*bad = false;
+	if (!num_arg(c, "obj", nobjs ? objs[nobjs - 1].handle : 0, &h)) {
+		*bad = true;
+		return NULL;
+	}
+	for (i = nobjs - 1; i >= 0; i--)
+		if (objs[i].handle == h)
+			return &objs[i];
+	return NULL;
+}
+
+static struct map *find_map(const struct cmd *c, bool *bad)
+{
+	uint64_t k;
+
+	*bad = false;
+	if (!num_arg(c, "map", (uint64_t)nmaps, &k)) {
+		*bad = true;
+		return NULL;
+	}
+	if (k < 1 || k > (uint64_t)nmaps || !maps[k - 1].addr)
+		return NULL;
+	return &maps[k - 1];
+}
+
+/* ---- memory access with SIGBUS/SIGSEGV caught --------------------------------------- */
+
+static sigjmp_buf fault_env;
+static volatile sig_atomic_t fault_armed, fault_sig;
+
+static void fault_handler(int sig)
+{
+	if (!fault_armed) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	fault_sig = sig;
+	siglongjmp(fault_env, 1);
+}
+
+static volatile sig_atomic_t hold_signal;
+
+static void hold_handler(int sig)
+{
+	hold_signal = sig;
+}
+
+static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
+{
+	int k;
+
+	crc = ~crc;
+	while (n--) {
+		crc ^= *p++;
+		for (k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0xedb88320U & (0U - (crc & 1)));
+	}
+	return ~crc;
+}
+
+/* Report crc32, the head in hex, and whether @buf matches want=/want-seq=. */
+static void report_data(const struct cmd *c, const uint8_t *buf, uint64_t len)
+{
+	char head[2 * 32 + 1];
+	uint64_t i, want, seq;
+	bool have_want = false, have_seq = false;
+	int64_t mismatch = -1;
+
+	for (i = 0; i < len && i < 32; i++)
+		snprintf(head + 2 * i, 3, "%02x", buf[i]);
+	head[2 * (len < 32 ? len : 32)] = 0;
+	jnum("len", len);
+	jhex("crc32", crc32_update(0, buf, len));
+	jstr("head", head);
+	if (arg(c, "want-seq"))
+		have_seq = parse_u64(arg(c, "want-seq"), &seq);
+	else if (arg(c, "want"))
+		have_want = parse_u64(arg(c, "want"), &want);
+	if (!have_want && !have_seq)
+		return;
+	for (i = 0; i < len; i++) {
+		uint8_t e = have_seq ? (uint8_t)(seq + i) : (uint8_t)want;
+
+		if (buf[i] != e) {
+			mismatch = (int64_t)i;
+			break;
+		}
+	}
+	jbool("match", mismatch < 0);
+	if (mismatch >= 0) {
+		jint("first_mismatch", mismatch);
+		cur_errno = EIO;	/* a data mismatch is a failure */
+	}
+}
+
+/* ---- commands ---------------------------------------------------------------------- */
+
+static void do_create(const struct cmd *c)
+{
+	struct p2p_create_object req = { 0 };
+	uint64_t size, nopin;
+
+	if (!num_arg(c, "size", 65536, &size) || !num_arg(c, "nopin", 0, &nopin))
+		return;
+	if (nobjs == MAX_OBJS)
+		return jfail(ENOSPC, "too many objects");
+	if (need_fd(&exp_fd, exp_path))
+		return jfail(errno, exp_path);
+	req.size = size;
+	req.flags = nopin ? P2P_OBJ_NO_PIN : 0;
+	if (ioctl(exp_fd, P2P_EXP_CREATE_OBJECT, &req))
+		return jfail(errno, NULL);
+	objs[nobjs].handle = req.handle;
+	objs[nobjs].size = (size + 4095) & ~4095ULL;
+	objs[nobjs].mmap_offset = req.mmap_offset;
+	nobjs++;
+	jbool("ok", true);
+	jnum("handle", req.handle);
+	jnum("size", objs[nobjs - 1].size);
+	jhex("offset", req.offset);
+	jhex("bus", req.bus_addr);
+	jhex("mmap_offset", req.mmap_offset);
+}
+
+static void do_destroy(const struct cmd *c)
+{
+	bool bad;
+	struct obj *o = find_obj(c, &bad);
+
+	if (bad)
+		return;
+	if (!o)
+		return jfail(ENOENT, "no such object");
+	jnum("handle", o->handle);
+	if (ioctl(exp_fd, P2P_EXP_DESTROY_OBJECT, &o->handle))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+}
+
+static void do_info(const struct cmd *c)
+{
+	struct p2p_object_info info = { 0 };
+	bool bad;
+	struct obj *o = find_obj(c, &bad);
+
+	if (bad)
+		return;
+	if (!o)
+		return jfail(ENOENT, "no such object");
+	info.handle = o->handle;
+	jnum("handle", o->handle);
+	if (ioctl(exp_fd, P2P_EXP_OBJECT_INFO, &info))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+	jnum("size", info.size);
+	jhex("offset", info.offset);
+	jhex("bus", info.bus_addr);
+	jnum("importers", info.importers);
+	jnum("generation", info.generation);
+	jbool("nopin", info.flags & P2P_OBJ_NO_PIN);
+}
+
+/* Anonymous memory, to show that an importer refuses what no exporter owns. */
+static void do_mmap_anon(const struct cmd *c)
+{
+	uint64_t len;
+	void *p;
+
+	if (!num_arg(c, "len", 65536, &len))
+		return;
+	if (nmaps == MAX_MAPS)
+		return jfail(ENOSPC, "too many mappings");
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		 -1, 0);
+	if (p == MAP_FAILED)
+		return jfail(errno, NULL);
+	maps[nmaps].addr = p;
+	maps[nmaps].len = len;
+	maps[nmaps].handle = 0;
+	nmaps++;
+	jbool("ok", true);
+	jnum("map", nmaps);
+	jbool("anon", true);
+	jhex("addr", (uintptr_t)p);
+	jnum("len", len);
+}
+
+static void do_mmap(const struct cmd *c)
+{
+	uint64_t off, len, ro, anon;
+	bool bad;
+	struct obj *o;
+	void *p;
+
+	if (!num_arg(c, "anon", 0, &anon))
+		return;
+	if (anon)
+		return do_mmap_anon(c);
+	o = find_obj(c, &bad);
+	if (bad)
+		return;
+	if (!o)
+		return jfail(ENOENT, "no such object");
+	if (!num_arg(c, "off", 0, &off) || !num_arg(c, "len", o->size - off, &len) ||
+	    !num_arg(c, "ro", 0, &ro))
+		return;
+	if (nmaps == MAX_MAPS)
+		return jfail(ENOSPC, "too many mappings");
+	p = mmap(NULL, len, PROT_READ | (ro ? 0 : PROT_WRITE), MAP_SHARED,
+		 exp_fd, (off_t)(o->mmap_offset + off));
+	if (p == MAP_FAILED)
+		return jfail(errno, NULL);
+	maps[nmaps].addr = p;
+	maps[nmaps].len = len;
+	maps[nmaps].handle = o->handle;
+	nmaps++;
+	jbool("ok", true);
+	jnum("map", nmaps);
+	jnum("handle", o->handle);
+	jhex("addr", (uintptr_t)p);
+	jnum("len", len);
+}
+
+static void do_munmap(const struct cmd *c)
+{
+	bool bad;
+	struct map *m = find_map(c, &bad);
+
+	if (bad)
+		return;
+	if (!m)
+		return jfail(ENOENT, "no such mapping");
+	jnum("map", (uint64_t)(m - maps) + 1);
+	if (munmap(m->addr, m->len))
+		return jfail(errno, NULL);
+	m->addr = NULL;
+	jbool("ok", true);
+}
+
+/* CPU access through a mapping: write, read, touch. */
+static void do_access(const struct cmd *c, char kind)
+{
+	uint64_t off, len, pattern = 0, seq = 0, i;
+	bool use_seq = arg(c, "seq") != NULL, bad;
+	struct map *m = find_map(c, &bad);
+	uint8_t *copy = NULL;
+	uint8_t value = 0;
+	uint64_t t0;
+
+	if (bad)
+		return;
+	if (!m)
+		return jfail(ENOENT, "no such mapping");
+	if (!num_arg(c, "off", 0, &off))
+		return;
+	if (kind == 't')
+		len = 1;
+	else if (!num_arg(c, "len", m->len > off ? m->len - off : 0, &len))
+		return;
+	if (!num_arg(c, "pattern", 0, &pattern) || !num_arg(c, "seq", 0, &seq))
+		return;
+	jnum("map", (uint64_t)(m - maps) + 1);
+	jnum("off", off);
+	if (off > m->len || len > m->len - off)
+		return jfail(ERANGE, "outside the mapping");
+	if (kind == 'r') {
+		copy = malloc(len ? len : 1);
+		if (!copy)
+			return jfail(ENOMEM, NULL);
+	}
+	t0 = now_ns(CLOCK_MONOTONIC);
+	fault_sig = 0;
+	if (sigsetjmp(fault_env, 1)) {
+		fault_armed = 0;
+		free(copy);
+		return jfail_signal(fault_sig);
+	}
+	fault_armed = 1;
+	if (kind == 'w') {
+		volatile uint8_t *p = m->addr + off;
+
+		for (i = 0; i < len; i++)
+			p[i] = use_seq ? (uint8_t)(seq + i) : (uint8_t)pattern;
+	} else if (kind == 'r') {
+		volatile uint8_t *p = m->addr + off;
+
+		for (i = 0; i < len; i++)
+			copy[i] = p[i];
+	} else {
+		volatile uint8_t *p = m->addr + off;
+		uint64_t w = 0;
+
+		num_arg(c, "write", 0, &w);
+		if (w)
+			*p = (uint8_t)pattern;
+		value = *p;
+	}
+	fault_armed = 0;
+	jbool("ok", true);
+	jnum("ns", now_ns(CLOCK_MONOTONIC) - t0);
+	if (kind == 'r') {
+		report_data(c, copy, len);
+		if (cur_errno)
+			jbool("ok", false);
+		free(copy);
+	} else if (kind == 't') {
+		jhex("value", value);
+	} else {
+		jnum("len", len);
+	}
+}
+
+static void print_bus(const uint64_t *bus, uint32_t n)
+{
+	uint32_t i;
+	bool contiguous = true;
+
+	jkey("bus");
+	jraw("[");
+	for (i = 0; i < n && i < BUS_PRINT_MAX; i++)
+		jraw("%s\"0x%llx\"", i ? "," : "", (unsigned long long)bus[i]);
+	jraw("]");
+	for (i = 1; i < n; i++)
+		if (bus[i] != bus[i - 1] + 4096)
+			contiguous = false;
+	jbool("bus_contiguous", contiguous);
+}
+
+static void do_reg(const struct cmd *c)
+{
+	struct p2p_reg_mr req = { 0 };
+	uint64_t off, len, pin, wr;
+	uint64_t *bus;
+	bool bad;
+	struct map *m = find_map(c, &bad);
+
+	if (bad)
+		return;
+	if (!m)
+		return jfail(ENOENT, "no such mapping");
+	if (!num_arg(c, "off", 0, &off) || !num_arg(c, "len", m->len - off, &len) ||
+	    !num_arg(c, "pin", 0, &pin) || !num_arg(c, "write", 1, &wr))
+		return;
+	if (need_fd(&imp_fd, imp_path))
+		return jfail(errno, imp_path);
+	bus = calloc(len / 4096 + 1, sizeof(*bus));
+	if (!bus)
+		return jfail(ENOMEM, NULL);
+	req.addr = (uintptr_t)m->addr + off;
+	req.len = len;
+	req.flags = (pin ? P2P_MR_PIN : 0) | (wr ? P2P_MR_WRITE : 0);
+	req.bus_addrs = (uintptr_t)bus;
+	req.bus_len = (uint32_t)(len / 4096);
+	if (ioctl(imp_fd, P2P_IMP_REG_MR, &req)) {
+		free(bus);
+		return jfail(errno, NULL);
+	}
+	last_mr = req.mr;
+	jbool("ok", true);
+	jnum("mr", req.mr);
+	jnum("npages", req.npages);
+	print_bus(bus, req.npages);
+	free(bus);
+}
+
+static bool mr_arg(const struct cmd *c, uint32_t *mr)
+{
+	uint64_t v;
+
+	if (!num_arg(c, "mr", last_mr, &v))
+		return false;
+	*mr = (uint32_t)v;
+	jnum("mr", *mr);
+	if (imp_fd < 0) {
+		jfail(EBADF, "importer not open");
+		return false;
+	}
+	return true;
+}
+
+static void do_dereg(const struct cmd *c)
+{
+	uint32_t mr;
+
+	if (!mr_arg(c, &mr))
+		return;
+	if (ioctl(imp_fd, P2P_IMP_DEREG_MR, &mr))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+}
+
+static void do_mrinfo(const struct cmd *c)
+{
+	struct p2p_mr_info info = { 0 };
+	uint64_t bus[BUS_PRINT_MAX];
+
+	if (!mr_arg(c, &info.mr))
+		return;
+	info.bus_addrs = (uintptr_t)bus;
+	info.bus_len = BUS_PRINT_MAX;
+	if (ioctl(imp_fd, P2P_IMP_MR_INFO, &info))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+	jhex("addr", info.addr);
+	jnum("len", info.len);
+	jnum("npages", info.npages);
+	jbool("valid", info.valid);
+	jbool("mapped", info.mapped);
+	jnum("maps", info.maps);
+	jnum("invalidations", info.invalidations);
+	print_bus(bus, info.npages < BUS_PRINT_MAX ? info.npages : BUS_PRINT_MAX);
+}
+
+static void dma_report(const struct p2p_dma *d)
+{
+	jhex("bus", d->bus_addr);
+	jbool("remapped", d->remapped);
+	jnum("segments", d->segments);
+	jnum("ns", d->ns);
+	jnum("peer_ns", d->peer_ns);
+}
+
+static uint8_t dma_buf[P2P_DMA_MAX];
+
+static void do_dma(const struct cmd *c, bool to_peer)
+{
+	struct p2p_dma d = { 0 };
+	uint64_t off, len, pattern, seq, async;
+
+	if (!mr_arg(c, &d.mr))
+		return;
+	if (!num_arg(c, "off", 0, &off) || !num_arg(c, "len", 4096, &len) ||
+	    !num_arg(c, "pattern", 0, &pattern) || !num_arg(c, "seq", 0, &seq) ||
+	    !num_arg(c, "async", 0, &async))
+		return;
+	d.dir = to_peer ? P2P_DMA_TO_PEER : P2P_DMA_FROM_PEER;
+	d.offset = off;
+	d.len = len;
+	if (to_peer) {
+		d.flags = arg(c, "seq") ? P2P_DMA_SEQ : P2P_DMA_PATTERN;
+		d.pattern = (uint32_t)(arg(c, "seq") ? seq : pattern);
+	} else {
+		d.buf = (uintptr_t)dma_buf;
+	}
+	if (async)
+		d.flags |= P2P_DMA_ASYNC;
+	jnum("off", off);
+	jnum("len", len);
+	if (ioctl(imp_fd, P2P_IMP_DMA, &d))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+	if (async) {
+		jbool("queued", true);
+		return;
+	}
+	dma_report(&d);
+	if (!to_peer) {
+		report_data(c, dma_buf, len);
+		if (cur_errno)
+			jbool("ok", false);
+	}
+}
+
+static void do_dma_wait(const struct cmd *c)
+{
+	struct p2p_dma_wait w = { 0 };
+
+	if (imp_fd < 0)
+		return jfail(EBADF, "importer not open");
+	if (ioctl(imp_fd, P2P_IMP_DMA_WAIT, &w))
+		return jfail(errno, NULL);
+	jnum("mr", w.dma.mr);
+	jstr("dir", w.dma.dir == P2P_DMA_TO_PEER ? "to_peer" : "from_peer");
+	if (w.result)
+		return jfail(-w.result, NULL);
+	jbool("ok", true);
+	dma_report(&w.dma);
+	if (w.dma.dir == P2P_DMA_FROM_PEER) {
+		report_data(c, dma_buf, w.dma.len);
+		if (cur_errno)
+			jbool("ok", false);
+	}
+}
+
+static void do_evict(const struct cmd *c)
+{
+	struct p2p_evict ev = { 0 };
+	bool bad;
+	struct obj *o = find_obj(c, &bad);
+
+	if (bad)
+		return;
+	if (!o)
+		return jfail(ENOENT, "no such object");
+	ev.handle = o->handle;
+	jnum("handle", o->handle);
+	if (ioctl(exp_fd, P2P_EXP_EVICT, &ev))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+	jhex("old", ev.old_offset);
+	jhex("new", ev.new_offset);
+	jnum("importers", ev.importers);
+	jnum("zap_ns", ev.zap_ns);
+	jnum("wait_ns", ev.wait_ns);
+	jbool("timed_out", ev.timed_out);
+}
+
+static void print_stats(const char *key, const char *const *names,
+			const uint64_t *v, int n)
+{
+	int i;
+
+	jkey(key);
+	jraw("{");
+	for (i = 0; i < n; i++)
+		jraw("%s\"%s\":%llu", i ? "," : "", names[i],
+		     (unsigned long long)v[i]);
+	jraw("}");
+}
+
+static const char *const exp_names[] = {
+	"objects", "objects_created", "maps", "unmaps", "imports",
+	"evictions", "evict_timeouts", "evict_busy", "refused",
+	"p2p_denied", "faults", "unplug_waits", "unplug_timeouts",
+	"leaked_pages",
+};
+
+static const char *const imp_names[] = {
+	"mrs", "maps", "unmaps", "invalidations", "remaps",
+	"dma_ok", "dma_failed", "refused", "map_errors",
+};
+
+static void do_stats(const struct cmd *c)
+{
+	struct p2p_exporter_info ei;
+	struct p2p_importer_info ii;
+	bool any = false;
+
+	(void)c;
+	_Static_assert(sizeof(ei.stats) == sizeof(exp_names) / sizeof(exp_names[0]) * 8,
+		       "exporter stat names");
+	_Static_assert(sizeof(ii.stats) == sizeof(imp_names) / sizeof(imp_names[0]) * 8,
+		       "importer stat names");
+	if (!need_fd(&exp_fd, exp_path) && !ioctl(exp_fd, P2P_EXP_INFO, &ei)) {
+		any = true;
+		jkey("exporter");
+		jraw("{\"bdf\":\"%.16s\",\"dead\":%s,\"bar_size\":%llu,\"bar_bus\":\"0x%llx\"",
+		     ei.bdf, ei.dead ? "true" : "false",
+		     (unsigned long long)ei.bar_size,
+		     (unsigned long long)ei.bar_bus);
+		print_stats("stats", exp_names, (const uint64_t *)&ei.stats,
+			    sizeof(exp_names) / sizeof(exp_names[0]));
+		jraw("}");
+	}
+	if (!need_fd(&imp_fd, imp_path) && !ioctl(imp_fd, P2P_IMP_INFO, &ii)) {
+		any = true;
+		jkey("importer");
+		jraw("{\"bdf\":\"%.16s\",\"dead\":%s", ii.bdf,
+		     ii.dead ? "true" : "false");
+		print_stats("stats", imp_names, (const uint64_t *)&ii.stats,
+			    sizeof(imp_names) / sizeof(imp_names[0]));
+		jraw("}");
+	}
+	if (!any)
+		return jfail(ENODEV, "neither device could be opened");
+	jbool("ok", true);
+}
+
+static void do_hold(const struct cmd *c)
+{
+	const char *file = arg(c, "file");
+	uint64_t timeout_s, t0 = now_ns(CLOCK_MONOTONIC);
+	struct sigaction sa = { 0 };
+	struct stat st;
+	const char *reason = "timeout";
+
+	if (!num_arg(c, "timeout", 600, &timeout_s))
+		return;
+	sa.sa_handler = hold_handler;
+	sigaction(SIGUSR1, &sa, NULL);
+	hold_signal = 0;
+
+	/* Announce that the mappings are held, before waiting. */
+	{
+		size_t saved = line_len;
+
+		jstr("state", "holding");
+		if (file)
+			jstr("file", file);
+		jint("pid", getpid());
+		jnum("t_ns", now_ns(CLOCK_REALTIME));
+		jraw("}");
+		fwrite(line, 1, line_len, stdout);
+		fputc('\n', stdout);
+		fflush(stdout);
+		line_len = saved;
+	}
+	for (;;) {
+		if (hold_signal) {
+			reason = "signal";
+			break;
+		}
+		if (file && !stat(file, &st)) {
+			reason = "file";
+			break;
+		}
+		if (now_ns(CLOCK_MONOTONIC) - t0 >= timeout_s * 1000000000ULL)
+			break;
+		usleep(20000);
+	}
+	jstr("state", "released");
+	jstr("reason", reason);
+	jnum("held_ms", (now_ns(CLOCK_MONOTONIC) - t0) / 1000000);
+	if (!strcmp(reason, "timeout"))
+		return jfail(ETIMEDOUT, "hold timed out");
+	jbool("ok", true);
+}
+
+static void do_sleep(const struct cmd *c)
+{
+	uint64_t ms;
+
+	if (!num_arg(c, "ms", 100, &ms))
+		return;
+	usleep((useconds_t)(ms * 1000));
+	jnum("ms", ms);
+	jbool("ok", true);
+}
+
+static void do_close(int *fd)
+{
+	if (*fd >= 0 && close(*fd))
+		return jfail(errno, NULL);
+	*fd = -1;
+	jbool("ok", true);
+}
+
+static void usage(void)
+{
+	fputs("usage: p2pctl [-e] [-x EXPORTER_DEV] [-i IMPORTER_DEV] [-f FILE|-] COMMAND [key=value ...] ...\n"
+	      "commands: create destroy info mmap munmap write read touch reg dereg mrinfo\n"
+	      "          dma-write dma-read dma-wait evict stats hold sleep mark\n"
+	      "          close-exporter close-importer exit (see README.md)\n", stderr);
+}
+
+static void run(const struct cmd *c)
+{
+	const char *op = c->op;
+
+	cur_errno = 0;
+	cur_signal = 0;
+	jbegin(op);
+	if (!strcmp(op, "create"))
+		do_create(c);
+	else if (!strcmp(op, "destroy"))
+		do_destroy(c);
+	else if (!strcmp(op, "info"))
+		do_info(c);
+	else if (!strcmp(op, "mmap"))
+		do_mmap(c);
+	else if (!strcmp(op, "munmap"))
+		do_munmap(c);
+	else if (!strcmp(op, "write"))
+		do_access(c, 'w');
+	else if (!strcmp(op, "read"))
+		do_access(c, 'r');
+	else if (!strcmp(op, "touch"))
+		do_access(c, 't');
+	else if (!strcmp(op, "reg"))
+		do_reg(c);
+	else if (!strcmp(op, "dereg"))
+		do_dereg(c);
+	else if (!strcmp(op, "mrinfo"))
+		do_mrinfo(c);
+	else if (!strcmp(op, "dma-write"))
+		do_dma(c, true);
+	else if (!strcmp(op, "dma-read"))
+		do_dma(c, false);
+	else if (!strcmp(op, "dma-wait"))
+		do_dma_wait(c);
+	else if (!strcmp(op, "evict"))
+		do_evict(c);
+	else if (!strcmp(op, "stats"))
+		do_stats(c);
+	else if (!strcmp(op, "hold"))
+		do_hold(c);
+	else if (!strcmp(op, "sleep"))
+		do_sleep(c);
+	else if (!strcmp(op, "mark")) {
+		jstr("name", arg(c, "name") ? arg(c, "name") : "");
+		jbool("ok", true);
+	} else if (!strcmp(op, "close-exporter"))
+		do_close(&exp_fd);
+	else if (!strcmp(op, "close-importer"))
+		do_close(&imp_fd);
+	else if (!strcmp(op, "exit")) {
+		uint64_t code = 0;
+
+		num_arg(c, "code", 0, &code);
+		jbool("ok", true);
+		jend(c);
+		exit((int)code);
+	} else
+		jfail(EINVAL, "unknown command");
+	/* a failure path may not have said "ok" yet */
+	if (!strstr(line, "\"ok\":"))
+		jbool("ok", !cur_errno && !cur_signal);
+	jend(c);
+}
+
+/* ---- word splitting ------------------------------------------------------------------ */
+
+static char *words[MAX_WORDS];
+static int nwords;
+
+static void split_into_words(char *s)
+{
+	char *tok, *save = NULL;
+
+	for (tok = strtok_r(s, " \t\r\n;", &save); tok;
+	     tok = strtok_r(NULL, " \t\r\n;", &save)) {
+		if (nwords < MAX_WORDS)
+			words[nwords++] = tok;
+	}
+}
+
+static void read_file_words(const char *path)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+	char buf[4096];
+
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	while (fgets(buf, sizeof(buf), f)) {
+		char *hash = strchr(buf, '#');
+
+		if (hash)
+			*hash = 0;
+		split_into_words(strdup(buf));
+	}
+	if (f != stdin)
+		fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction sa = { 0 };
+	struct cmd c;
+	int opt, i;
+
+	while ((opt = getopt(argc, argv, "ex:i:f:h")) != -1) {
+		switch (opt) {
+		case 'e':
+			stop_on_error = true;
+			break;
+		case 'x':
+			exp_path = optarg;
+			break;
+		case 'i':
+			imp_path = optarg;
+			break;
+		case 'f':
+			read_file_words(optarg);
+			break;
+		default:
+			usage();
+			return opt == 'h' ? 0 : 2;
+		}
+	}
+	for (i = optind; i < argc; i++)
+		split_into_words(strdup(argv[i]));
+	if (!nwords) {
+		usage();
+		return 2;
+	}
+
+	sa.sa_handler = fault_handler;
+	sa.sa_flags = SA_NODEFER;
+	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGSEGV, &sa, NULL);
+
+	for (i = 0; i < nwords;) {
+		memset(&c, 0, sizeof(c));
+		c.op = words[i++];
+		if (strchr(c.op, '=')) {
+			jbegin("parse");
+			jfail(EINVAL, "argument without a command");
+			jstr("word", c.op);
+			jend(&c);
+			continue;
+		}
+		while (i < nwords && strchr(words[i], '=')) {
+			char *eq = strchr(words[i], '=');
+
+			*eq = 0;
+			if (c.nargs < MAX_ARGS) {
+				c.args[c.nargs].key = words[i];
+				c.args[c.nargs].val = eq + 1;
+				c.nargs++;
+			}
+			i++;
+		}
+		run(&c);
+	}
+	return unexpected ? 1 : 0;
+}

@@ -1,0 +1,111 @@
+"""Fixtures of the reference suite: guests with the P2P drivers loaded.
+
+Isolation. Tests that leave the devices in place share one guest per module (``p2p_vm``);
+before each of them the fixture checks the guest is back to a clean state -- both devices
+bound, no live p2p_map record, no MR, no p2pctl process, module parameters at their
+defaults -- and fails the test if an earlier one broke that, rather than letting it pass on a
+dirty guest. Its console is checked per test from where the test started. Tests that unplug
+a device, or need a misbehaving driver, boot their own guest (``fresh_p2p_vm``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from testbed.devices.registry import load_machine
+from testbed.guest import pci
+from testbed.kernel.image import Kernel
+from testbed.p2p import debugfs
+from testbed.p2p.payload import Payload, payload
+from testbed.pytest_plugin.settings import Settings
+from testbed.pytest_plugin.state import FACTS, folder_name, watch
+from testbed.qemu.machine import Machine
+
+EXPORTER = "1af4:1110"
+IMPORTER = "1234:11e8"
+
+#: Module parameters a test may change, with the values every test starts from.
+DEFAULT_PARAMS = {
+    "p2p_exporter": {
+        "refuse_pin": "Y",
+        "allow_p2p": "Y",
+        "unplug_wait_ms": "5000",
+        "evict_wait_ms": "2000",
+    },
+    "p2p_importer": {"lazy_unmap": "N"},
+}
+
+
+def set_params(vm: Machine, params: dict[str, dict[str, str]]) -> None:
+    vm.ssh.run_check(
+        "; ".join(
+            f"echo {value} > /sys/module/{module}/parameters/{name}"
+            for module, values in params.items()
+            for name, value in values.items()
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def p2p_payload(testbed_kernel: Kernel) -> Payload:
+    """The drivers and p2pctl, built against the kernel under test (cached)."""
+    return payload(testbed_kernel)
+
+
+@pytest.fixture(scope="module")
+def shared_p2p_machine(
+    request: pytest.FixtureRequest,
+    testbed_settings: Settings,
+    testbed_kernel: Kernel,
+    p2p_payload: Payload,
+) -> Iterator[Machine]:
+    folder = testbed_settings.artifacts / folder_name(f"{request.module.__name__}-shared-guest")
+    shutil.rmtree(folder, ignore_errors=True)
+    machine = Machine(
+        load_machine("default"),
+        testbed_kernel,
+        folder,
+        accel=testbed_settings.accel,
+        **p2p_payload.machine_kwargs(),
+    )
+    with machine:
+        yield machine
+    facts = request.config.stash[FACTS]
+    if folder in facts.kept or testbed_settings.keep_artifacts:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _assert_clean(vm: Machine) -> None:
+    assert pci.find(vm.ssh, EXPORTER) and pci.find(vm.ssh, IMPORTER), "a device is missing"
+    stray = vm.ssh.run("pidof p2pctl").stdout.strip()
+    assert not stray, f"p2pctl processes left over by an earlier test: {stray}"
+    exporter, importer = debugfs.exporter_stats(vm.ssh), debugfs.importer_stats(vm.ssh)
+    assert exporter["imports"] == 0, f"live p2p_map records left over: {exporter}"
+    assert importer["mrs"] == 0, f"MRs left over: {importer}"
+
+
+@pytest.fixture
+def p2p_vm(request: pytest.FixtureRequest, shared_p2p_machine: Machine) -> Iterator[Machine]:
+    """The module's shared guest, checked clean; restored to defaults afterwards."""
+    vm = shared_p2p_machine
+    watch(request.node, "shared guest", vm, from_now=True)
+    _assert_clean(vm)
+    yield vm
+    vm.ssh.run("killall -q p2pctl; rm -f /tmp/p2pctl-*")
+    set_params(vm, DEFAULT_PARAMS)
+
+
+@pytest.fixture
+def fresh_p2p_vm(
+    machine_factory: Callable[..., Machine], p2p_payload: Payload
+) -> Callable[..., Machine]:
+    """Boot a guest of its own with the drivers: ``fresh_p2p_vm("native-hotplug")``."""
+
+    def boot(name: str = "default", **kwargs: object) -> Machine:
+        return machine_factory(name, **p2p_payload.machine_kwargs(), **kwargs)
+
+    return boot

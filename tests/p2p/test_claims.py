@@ -1,0 +1,167 @@
+"""Claims 1-4 and 8 of the reference RFC, on one shared guest (see conftest for isolation).
+
+Every byte a DMA wrote is checked on the host, in the exporter's backing file; every byte a
+DMA read was written there by the host.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+from testbed.deadline import Deadline
+from testbed.p2p import ctl, debugfs
+from testbed.p2p.host import hexint, read_bar, write_bar
+from testbed.qemu.machine import Machine
+
+PAGE = 4096
+
+
+def test_claim1_map_yields_bus_addresses_and_dma_lands_in_the_bar(p2p_vm: Machine) -> None:
+    vm = p2p_vm
+    held = ctl.hold(
+        vm.ssh,
+        "create size=64K",
+        "mmap",
+        "reg",
+        "dma-write off=0x1000 len=4096 pattern=0x5a",
+        "hold",
+        "dma-read off=0x2000 len=4096",
+        "dereg",
+        name="claim1",
+    )
+    obj, reg = held.holding.op("create"), held.holding.op("reg")
+    base = hexint(obj["offset"])
+    # p2p_map gave one bus address per page: the object's, page after page
+    bus = [hexint(b) for b in reg["bus"]]
+    assert reg["npages"] == 16
+    assert bus == [hexint(obj["bus"]) + i * PAGE for i in range(16)]
+    assert hexint(held.holding.op("dma-write")["bus"]) == bus[1]
+
+    # the DMA write landed in BAR2, exactly there, byte for byte
+    assert read_bar(vm, base + 0x1000, PAGE) == b"\x5a" * PAGE
+    assert read_bar(vm, base, PAGE) == bytes(PAGE), "the page before must be untouched"
+    assert read_bar(vm, base + 0x2000, PAGE) == bytes(PAGE), "the page after must be untouched"
+
+    # a DMA read returns what the host put into BAR2
+    pattern = os.urandom(PAGE)
+    write_bar(vm, base + 0x2000, pattern)
+    run = held.release(Deadline(30, "claim1 p2pctl")).expect_ok()
+    read = run.op("dma-read")
+    assert hexint(read["crc32"]) == zlib.crc32(pattern)
+    assert read["head"] == pattern[:32].hex()
+
+
+def test_claim2_second_map_of_a_valid_vma_succeeds_with_the_same_addresses(
+    p2p_vm: Machine,
+) -> None:
+    run = ctl.p2pctl(
+        p2p_vm.ssh,
+        "create size=32K",
+        "mmap",
+        "reg",
+        "reg",
+        "dma-write mr=1 len=256 pattern=0x11",
+        "dma-write mr=1 len=256 pattern=0x12",
+        "mrinfo mr=1",
+        "dereg mr=1",
+        "dereg mr=2",
+    ).expect_ok()
+    first, second = run.op("reg", 0), run.op("reg", 1)
+    assert first["bus"] == second["bus"]
+    # and the first mapping stays usable: no remap needed between DMAs
+    assert [d["remapped"] for d in run.all("dma-write")] == [False, False]
+    info = run.op("mrinfo")
+    assert info["valid"] and info["maps"] == 1 and info["invalidations"] == 0
+
+
+def test_claim3_invalidation_at_any_time_stops_dma_and_remap_works(p2p_vm: Machine) -> None:
+    """An invalidation arriving while a DMA is in flight: the importer's notifier waits for
+    the transfer, then unmaps; the MR is invalid until the next DMA maps it again."""
+    vm = p2p_vm
+    held = ctl.hold(
+        vm.ssh,
+        "create size=64K",
+        "mmap",
+        "reg",
+        "dma-write async=1 off=0x3000 len=4096 pattern=0x3c",
+        "hold",
+        "dma-wait",
+        "mrinfo",
+        "dma-write off=0x3000 len=256 pattern=0x3d",
+        "mrinfo",
+        "dereg",
+        name="claim3",
+    )
+    handle = held.holding.op("create")["handle"]
+    bdf = held.holding.op("create").get("bdf") or _exporter_bdf(vm)
+    # the invalidation comes from outside the process, while the DMA is in flight
+    vm.ssh.run_check(f"echo {handle} > {debugfs.EXPORTER_DIR}/{bdf}/evict")
+    run = held.release(Deadline(30, "claim3 p2pctl")).expect_ok()
+
+    assert run.op("dma-wait").ok, "the in-flight DMA must complete, not be torn"
+    invalid = run.op("mrinfo", 0)
+    assert not invalid["valid"] and invalid["invalidations"] == 1
+    again = run.op("dma-write", 1)
+    assert again["remapped"], "the next DMA must map the MR again"
+    assert run.op("mrinfo", 1)["valid"] and run.op("mrinfo", 1)["maps"] == 2
+    stats = debugfs.importer_stats(vm.ssh)
+    assert stats["invalidations"] >= 1 and stats["remaps"] >= 1
+
+
+def test_claim4_eviction_invalidates_importers_and_no_dma_lands_at_the_old_place(
+    p2p_vm: Machine,
+) -> None:
+    vm = p2p_vm
+    run = ctl.p2pctl(
+        vm.ssh,
+        "create size=64K",
+        "mmap",
+        "reg",
+        "dma-write off=0x1000 len=4096 pattern=0xa1",
+        "evict",
+        "mrinfo",
+        "dma-write off=0x1000 len=4096 pattern=0xa2",
+        "info",
+        "read off=0x1000 len=4096 want=0xa2",
+        "dereg",
+    ).expect_ok()
+    evict = run.op("evict")
+    old, new = hexint(evict["old"]), hexint(evict["new"])
+    assert old != new and evict["importers"] == 1 and not evict["timed_out"]
+    assert not run.op("mrinfo")["valid"], "eviction must invalidate the importer"
+    second = run.op("dma-write", 1)
+    assert second["remapped"] and hexint(second["bus"]) != hexint(run.op("dma-write", 0)["bus"])
+    assert hexint(run.op("info")["offset"]) == new
+
+    # the new place holds the copy, then the new DMA; the old place never saw 0xa2
+    assert read_bar(vm, new + 0x1000, PAGE) == b"\xa2" * PAGE
+    assert b"\xa2" not in read_bar(vm, old, 64 * 1024)
+
+
+def test_claim8_exporter_refuses_a_permanent_pin(p2p_vm: Machine) -> None:
+    vm = p2p_vm
+    before_exp, before_imp = debugfs.exporter_stats(vm.ssh), debugfs.importer_stats(vm.ssh)
+    ctl.p2pctl(vm.ssh, "create size=16K", "mmap", "reg pin=1 expect=EPERM", "reg pin=0").expect_ok()
+    after_exp, after_imp = debugfs.exporter_stats(vm.ssh), debugfs.importer_stats(vm.ssh)
+    assert after_exp["refused"] == before_exp["refused"] + 1
+    assert after_imp["refused"] == before_imp["refused"] + 1
+
+    # the refusal is the exporter's decision: allowed by policy, a pin succeeds, except on
+    # an object created as not pinnable
+    vm.ssh.run_check("echo N > /sys/module/p2p_exporter/parameters/refuse_pin")
+    ctl.p2pctl(
+        vm.ssh,
+        "create size=16K",
+        "mmap",
+        "reg pin=1",
+        "create size=16K nopin=1",
+        "mmap",
+        "reg pin=1 expect=EPERM",
+    ).expect_ok()
+
+
+def _exporter_bdf(vm: Machine) -> str:
+    out = vm.ssh.run_check(f"ls {debugfs.EXPORTER_DIR}").stdout.split()
+    (bdf,) = [name for name in out if name.startswith("0000:")]
+    return bdf
