@@ -11,6 +11,9 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy (strict)"
 .venv/bin/mypy
+for suite in tests/unit tests/vm tests/p2p; do  # one run each: every suite has a conftest.py
+    .venv/bin/mypy "$suite"
+done
 echo "== pytest"
 rc=0
 .venv/bin/pytest -p no:cacheprovider --strict-markers --durations=10 "$@" || rc=$?

@@ -70,6 +70,8 @@ def bare_boot(
         console,
         memory=definition.spec.memory,
         cpus=definition.spec.cpus,
+        cpu_model=definition.spec.cpu_model,
+        kernel_args=definition.spec.kernel_args,
     )
     deadline = Deadline(120, "bare boot to init")
     start = time.monotonic()

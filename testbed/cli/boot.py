@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
             info = vm.info()
             assert vm.accel is not None
             print(
-                f"machine {machine.spec.name!r} is up ({vm.accel.describe()}; kernel "
+                f"machine {machine.spec.name!r} is up ({vm.accel.accel.value}; kernel "
                 f"{kernel.release}; {vm.timings['boot_to_ssh_s']:.1f} s)\n"
                 f"  ssh:      {info['ssh']}\n"
                 f"  QMP:      {info['qmp_socket']}  (e.g. qmp-shell, socat)\n"

@@ -122,7 +122,7 @@ def _probe(qemu: str) -> Check:
 
         kernel = stock.stock_kernel()
         initrd = build_base(ImageSpec(kernel=kernel))
-        verdict = accel.probe(qemu, kernel.image, initrd)
+        verdict = accel.refresh(qemu, kernel.image, initrd)
     except TestbedError as exc:
         return Check("kvm", False, f"probe could not run: {exc}")
     return Check("kvm", True, f"probe: {verdict.describe()}")

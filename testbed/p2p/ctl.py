@@ -155,8 +155,9 @@ class Held:
 
     def start(self, deadline: Deadline) -> Held:
         self.shell.run_check(
-            f"rm -f {self._out} {self._go} {self._rc}; "
-            f"( {self.command} > {self._out} 2>&1 < /dev/null; echo $? > {self._rc} ) "
+            f"rm -f {self._out} {self._go} {self._rc}; : > {self._out}; "
+            f"( {self.command} > {self._out} 2>&1 < /dev/null; "
+            f"echo $? > {self._rc}.tmp && mv {self._rc}.tmp {self._rc} ) "
             "> /dev/null 2>&1 < /dev/null &"
         )
 
@@ -194,10 +195,10 @@ def hold(
 ) -> Held:
     """Start ``p2pctl`` in the background; ``commands`` must include a bare ``hold``, which
     this fills in with the release file. Returns once the process is holding."""
+    if not any(c.strip() == "hold" for c in commands):
+        raise ValueError("hold() needs a bare 'hold' among the commands (it adds file=)")
     held = Held(shell, name, "")
     words = [f"hold file={held._go}" if c.strip() == "hold" else c for c in commands]
-    if not any(w.startswith("hold ") for w in words):
-        raise ValueError("hold() needs a bare 'hold' among the commands")
     held.command = _argv(tuple(words), exporter, importer)
     return held.start(Deadline(timeout, f"starting p2pctl {name}"))
 

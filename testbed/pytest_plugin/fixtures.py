@@ -61,7 +61,8 @@ class MachineFactory:
         if any(m.run_dir.name == label for m in self.machines):
             label = f"{label}-{len(self.machines)}"
         kwargs.setdefault("accel", self._settings.accel)
-        machine = Machine(definition, self._kernel, self._folder / label, **kwargs)
+        kernel = kwargs.pop("kernel", self._kernel)
+        machine = Machine(definition, kernel, self._folder / label, **kwargs)
         self.machines.append(machine)
         machine.start()
         watch(self._item, label, machine, from_now=False)

@@ -53,9 +53,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
 
 def folder_name(nodeid: str) -> str:
-    """A readable, filesystem-safe folder name for a test id (long ids get a hash suffix)."""
-    name = _UNSAFE.sub("-", nodeid.replace("::", "--")).strip("-")
-    if len(name) > 120:
+    """A readable, filesystem-safe folder name for a test id.
+
+    ``/``, ``::``, ``[`` and ``]`` are how test ids are built and become ``-``; if any other
+    character had to be replaced (a space in a parameter, say), or the name is long, a hash of
+    the id is appended so that two tests never share -- and wipe -- one folder.
+    """
+    readable = nodeid.replace("::", "--")
+    name = _UNSAFE.sub("-", readable).strip("-")
+    lossy = _UNSAFE.search(re.sub(r"[/\[\]]", "", readable)) is not None
+    if lossy or len(name) > 120:
         digest = hashlib.sha256(nodeid.encode()).hexdigest()[:10]
         name = f"{name[:109]}-{digest}"
     return name

@@ -84,6 +84,13 @@ def cached_verdict(qemu: str) -> AccelChoice | None:
     return _cached(_host_key(qemu))
 
 
+def refresh(qemu: str, kernel: Path, initrd: Path) -> AccelChoice:
+    """Probe now and replace the cached verdict (``testbed doctor --probe-kvm``)."""
+    choice = probe(qemu, kernel, initrd)
+    _store(_host_key(qemu), choice)
+    return choice
+
+
 def kvm_usable_node() -> str | None:
     """Why /dev/kvm cannot be used at all, or None if it can be opened."""
     if not os.path.exists("/dev/kvm"):
@@ -124,6 +131,15 @@ def choose(requested: Accel, qemu: str, kernel: Path, initrd: Path) -> AccelChoi
     else:
         log.info("KVM probe succeeded: %s", choice.reason)
     return choice
+
+
+def _first_error(stderr: str) -> str:
+    """The line of QEMU's stderr that says what went wrong (one line, for a notice)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line
+    return lines[-1] if lines else ""
 
 
 def probe(qemu: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT) -> AccelChoice:
@@ -170,12 +186,9 @@ def probe(qemu: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT)
                 time.time(),
             )
         except TestbedError as exc:
-            said = running.log_tail(2).strip()
-            return AccelChoice(
-                Accel.TCG,
-                f"KVM test boot failed: {exc}" + (f"; QEMU said: {said}" if said else ""),
-                time.time(),
-            )
+            said = _first_error(running.log_tail(10))
+            reason = f"QEMU failed under KVM: {said}" if said else f"KVM test boot failed: {exc}"
+            return AccelChoice(Accel.TCG, reason, time.time())
         if running.poll() is not None:
             return AccelChoice(
                 Accel.TCG,

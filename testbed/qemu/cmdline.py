@@ -139,6 +139,8 @@ def bare_argv(
     *,
     memory: int,
     cpus: int,
+    cpu_model: str | None = None,
+    kernel_args: tuple[str, ...] = (),
 ) -> list[str]:
     """The plainest QEMU that boots ``kernel`` + ``initrd`` (the benchmark's baseline).
 
@@ -151,7 +153,7 @@ def bare_argv(
         qemu,
         "-machine", "q35",
         "-accel", accel.value,
-        "-cpu", "host" if accel is Accel.KVM else "max",
+        "-cpu", cpu_model or ("host" if accel is Accel.KVM else "max"),
         "-smp", str(cpus),
         "-m", f"{memory // (1 << 20)}M",
         "-nodefaults",
@@ -159,7 +161,7 @@ def bare_argv(
         "-display", "none",
         "-kernel", str(kernel),
         "-initrd", str(initrd),
-        "-append", " ".join(BASE_KERNEL_ARGS),
+        "-append", " ".join((*BASE_KERNEL_ARGS, *kernel_args)),
         "-chardev", f"file,id=console,path={_path(console_log)}",
         "-serial", "chardev:console",
     ]  # fmt: skip

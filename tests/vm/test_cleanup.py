@@ -45,7 +45,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=str)
+@pytest.mark.parametrize(
+    "how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: signal.Signals(s).name
+)
 def test_no_qemu_or_files_left_when_orchestrator_stops(
     tmp_path: Path, testbed_settings: Settings, how: signal.Signals
 ) -> None:
@@ -57,7 +59,7 @@ def test_no_qemu_or_files_left_when_orchestrator_stops(
         text=True,
     )
     try:
-        assert child.stdout is not None
+        assert child.stdout is not None and child.stderr is not None
         line = child.stdout.readline()
         assert line.startswith("READY"), f"child did not boot: {line!r} {child.stderr.read()}"
         _, pid, private, backing = line.split()

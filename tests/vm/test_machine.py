@@ -18,6 +18,7 @@ from testbed.devices import hotplug
 from testbed.errors import GuestPanic, UnknownNameError, UnplugTimeout
 from testbed.guest import pci
 from testbed.guest.console import Problem
+from testbed.kernel.image import Kernel, user_kernel
 from testbed.qemu.machine import Machine
 
 EXPORTER = "1af4:1110"
@@ -113,3 +114,30 @@ def test_guest_panic_between_commands_is_reported(vm: Machine) -> None:
     vm.ssh.run_check("(sleep 0.2; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &")
     with pytest.raises(GuestPanic, match="panicked"):
         wait_for(vm.check_alive, Deadline(30, "GUEST_PANICKED"), doing="waiting for the panic")
+
+
+def test_native_unplug_right_after_plug_waits_out_the_busy_window(
+    machine_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    vm = machine_factory("native-hotplug")
+    hotplug.unplug(vm, "gpu-exporter")
+    hotplug.plug(vm, "gpu-exporter")
+    # the slot's power indicator blinks for ~5 s after a plug: QEMU refuses device_del
+    with caplog.at_level("INFO", logger="testbed.devices.hotplug"):
+        result = hotplug.unplug(vm, "gpu-exporter")
+    assert result.busy_retries > 0, "device_del right after a plug should have met a busy slot"
+    assert "guest is busy" in caplog.text
+    pci.wait_gone(vm.ssh, EXPORTER, Deadline(10, "exporter leaves the guest"))
+
+
+def test_user_kernel_boots_like_the_stock_one(
+    machine_factory: Factory, testbed_kernel: Kernel
+) -> None:
+    """``--kernel/--modules``: a bzImage and modules folder given by path (here the stock
+    kernel's own files) boot, and the run records that kernel."""
+    mine = user_kernel(testbed_kernel.image, testbed_kernel.modules, testbed_kernel.build)
+    assert mine.release == testbed_kernel.release
+    vm = machine_factory("default", kernel=mine)
+    assert vm.ssh.run_check("uname -r").stdout.strip() == mine.release
+    record = json.loads((vm.run_dir / "kernel.json").read_text())
+    assert record["origin"] == mine.origin

@@ -1,0 +1,311 @@
+"""``testbed run``'s results table (testbed.cli.run): the collector, the table, pytest's argv.
+
+The collector is fed real :class:`pytest.TestReport` objects, as pytest would hand them to
+``pytest_runtest_logreport`` (setup, call, teardown per test); nothing runs the suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from testbed.cli import parser
+from testbed.cli import run as run_cmd
+from testbed.cli.run import SUITE, Collector, Row, pytest_args, table
+from testbed.pytest_plugin import settings
+
+NODE = "tests/p2p/test_claims.py::test_claim6_unplug_waits[acpi]"
+
+Outcome = Literal["passed", "failed", "skipped"]
+When = Literal["setup", "call", "teardown"]
+
+
+def report(
+    nodeid: str, when: When, outcome: Outcome = "passed", duration: float = 0.0
+) -> pytest.TestReport:
+    longrepr: Any = None
+    if outcome == "failed":
+        longrepr = "AssertionError: boom"
+    elif outcome == "skipped":
+        longrepr = ("tests/p2p/test_claims.py", 1, "Skipped: no KVM")
+    path, _, name = nodeid.partition("::")
+    return pytest.TestReport(
+        nodeid=nodeid,
+        location=(path, 10, name),
+        keywords={},
+        outcome=outcome,
+        longrepr=longrepr,
+        when=when,
+        duration=duration,
+    )
+
+
+def feed(collector: Collector, nodeid: str, *phases: tuple[When, Outcome, float]) -> None:
+    for when, outcome, duration in phases:
+        collector.pytest_runtest_logreport(report(nodeid, when, outcome, duration))
+
+
+# ---- Collector -------------------------------------------------------------------------------
+
+
+def test_passed_test_row_sums_the_three_phases() -> None:
+    c = Collector()
+    feed(c, NODE, ("setup", "passed", 0.5), ("call", "passed", 2.0), ("teardown", "passed", 0.25))
+    assert list(c.rows.values()) == [
+        Row("claim6", "test_claim6_unplug_waits[acpi]", "passed", 2.75)
+    ]
+
+
+def test_setup_failure_is_an_error() -> None:
+    c = Collector()
+    feed(c, NODE, ("setup", "failed", 1.5), ("teardown", "passed", 0.5))
+    assert c.rows[NODE].result == "ERROR"
+    assert c.rows[NODE].seconds == pytest.approx(2.0)
+
+
+def test_call_failure_is_a_failure_and_stays_one() -> None:
+    c = Collector()
+    feed(c, NODE, ("setup", "passed", 0.1), ("call", "failed", 3.0), ("teardown", "passed", 0.1))
+    assert c.rows[NODE].result == "FAILED"
+    assert c.rows[NODE].seconds == pytest.approx(3.2)
+
+
+def test_teardown_failure_after_a_pass_is_an_error() -> None:
+    c = Collector()
+    feed(c, NODE, ("setup", "passed", 0.0), ("call", "passed", 1.0), ("teardown", "failed", 0.0))
+    assert c.rows[NODE].result == "ERROR"
+
+
+def test_skip_in_setup() -> None:
+    c = Collector()
+    feed(c, NODE, ("setup", "skipped", 0.01), ("teardown", "passed", 0.0))
+    assert c.rows[NODE].result == "skipped"
+
+
+def test_skip_does_not_hide_a_failure() -> None:
+    c = Collector()
+    feed(c, NODE, ("setup", "failed", 0.0), ("teardown", "skipped", 0.0))
+    assert c.rows[NODE].result == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "claim", "test"),
+    [
+        (
+            "tests/p2p/test_claims.py::test_claim1_map_yields_bus_addresses",
+            "claim1",
+            "test_claim1_map_yields_bus_addresses",
+        ),
+        ("tests/p2p/test_claims.py::test_claim12_x[native]", "claim12", "test_claim12_x[native]"),
+        (
+            "tests/p2p/test_extra.py::TestUnplug::test_claim7_late[a::b]",
+            "claim7",
+            "TestUnplug::test_claim7_late[a::b]",
+        ),
+        (
+            "tests/p2p/test_extra.py::test_unplug_with_mapped_memory",
+            "-",
+            "test_unplug_with_mapped_memory",
+        ),
+        ("tests/p2p/test_extra.py::test_claims_table", "-", "test_claims_table"),
+    ],
+)
+def test_claim_and_test_name_from_the_node_id(nodeid: str, claim: str, test: str) -> None:
+    c = Collector()
+    feed(c, nodeid, ("call", "passed", 1.0))
+    row = c.rows[nodeid]
+    assert (row.claim, row.test) == (claim, test)
+
+
+def test_rows_keep_the_run_order_and_parametrizations_apart() -> None:
+    c = Collector()
+    a = "tests/p2p/test_claims.py::test_claim6_unplug_waits[native]"
+    b = "tests/p2p/test_claims.py::test_claim6_unplug_waits[acpi]"
+    z = "tests/p2p/test_claims.py::test_claim1_x"
+    for node in (a, b, z):
+        feed(c, node, ("setup", "passed", 0.0), ("call", "passed", 1.0))
+    assert list(c.rows) == [a, b, z]
+    assert [r.test for r in c.rows.values()] == [
+        "test_claim6_unplug_waits[native]",
+        "test_claim6_unplug_waits[acpi]",
+        "test_claim1_x",
+    ]
+
+
+# ---- table -----------------------------------------------------------------------------------
+
+
+def test_table_aligns_columns_and_totals() -> None:
+    rows = [
+        Row("claim6", "test_claim6_unplug_waits[acpi]", "passed", 12.34),
+        Row("-", "test_helper", "FAILED", 3.0),
+        Row("claim10", "test_claim10_x", "ERROR", 100.0),
+    ]
+    assert table(rows).splitlines() == [
+        "claim    test                            result  seconds",
+        "-------  ------------------------------  ------  -------",
+        "claim6   test_claim6_unplug_waits[acpi]  passed     12.3",
+        "claim10  test_claim10_x                  ERROR     100.0",
+        "-        test_helper                     FAILED      3.0",
+        "1/3 passed in 115.3 s",
+    ]
+
+
+def test_table_puts_claims_in_numeric_order_then_the_rest_in_run_order() -> None:
+    rows = [
+        Row("-", "test_z_extra", "passed", 1.0),
+        Row("claim10", "test_claim10_b", "passed", 1.0),
+        Row("claim2", "test_claim2_x[native]", "passed", 1.0),
+        Row("-", "test_a_extra", "passed", 1.0),
+        Row("claim2", "test_claim2_x[acpi]", "passed", 1.0),
+        Row("claim1", "test_claim1_a", "passed", 1.0),
+    ]
+    order = [line.split()[1] for line in table(rows).splitlines()[2:-1]]
+    assert order == [
+        "test_claim1_a",
+        "test_claim2_x[native]",
+        "test_claim2_x[acpi]",
+        "test_claim10_b",
+        "test_z_extra",
+        "test_a_extra",
+    ]
+    assert rows[0].test == "test_z_extra"  # the caller's list is left alone
+
+
+def test_table_columns_line_up() -> None:
+    rows = [
+        Row("claim1", "test_claim1_a", "passed", 0.04),
+        Row("claim2", "t", "skipped", 1234.5),
+    ]
+    lines = table(rows).splitlines()
+    body = lines[:-1]
+    assert len({len(line) for line in body}) == 1  # seconds right-aligned to one edge
+    starts = [lines[0].index(h) for h in ("test", "result")]
+    for line in body[2:]:
+        for start in starts:
+            assert line[start - 2 : start] == "  " and line[start] != " "
+    assert lines[2].endswith(" 0.0")
+    assert lines[3].endswith("1234.5")
+    assert lines[-1] == "1/2 passed in 1234.5 s"
+
+
+def test_table_of_nothing() -> None:
+    assert table([]).splitlines() == [
+        "claim  test  result  seconds",
+        "-----  ----  ------  -------",
+        "0/0 passed in 0.0 s",
+    ]
+
+
+# ---- pytest argv -----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _real_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TESTBED_DEVICES_DIR", raising=False)
+
+
+def test_pytest_args_defaults() -> None:
+    args = parser().parse_args(["run"])
+    assert pytest_args(args) == [
+        str(SUITE),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--testbed-artifacts=testbed-artifacts",
+    ]
+    assert SUITE.name == "p2p" and SUITE.parent.name == "tests"
+
+
+def test_pytest_args_pass_every_option_on() -> None:
+    args = parser().parse_args(
+        [
+            "run",
+            "--junit",
+            "out/results.xml",
+            "-k",
+            "claim1 or claim2",
+            "--accel",
+            "tcg",
+            "--artifacts",
+            "/tmp/arts",
+            "--keep-artifacts",
+            "--kernel",
+            "/k/bzImage",
+            "--modules",
+            "/k/lib/modules/6.9.0",
+            "--build",
+            "/k/build",
+        ]
+    )
+    assert pytest_args(args) == [
+        str(SUITE),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--testbed-artifacts=/tmp/arts",
+        "--testbed-keep-artifacts",
+        "--junitxml=out/results.xml",
+        "-k",
+        "claim1 or claim2",
+        "--testbed-kernel=/k/bzImage",
+        "--testbed-modules=/k/lib/modules/6.9.0",
+        "--testbed-build=/k/build",
+        "--testbed-accel=tcg",
+    ]
+
+
+def test_pytest_args_from_a_plain_namespace() -> None:
+    import argparse
+
+    args = argparse.Namespace(
+        artifacts=Path("a"),
+        keep_artifacts=False,
+        junit=None,
+        keyword="not slow",
+        kernel=None,
+        modules=None,
+        build=None,
+        accel="kvm",
+    )
+    assert pytest_args(args)[-3:] == ["-k", "not slow", "--testbed-accel=kvm"]
+
+
+class _Group:
+    def __init__(self) -> None:
+        self.options: dict[str, dict[str, Any]] = {}
+
+    def addoption(self, *names: str, **kwargs: Any) -> None:
+        for name in names:
+            self.options[name] = kwargs
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.group = _Group()
+
+    def getgroup(self, name: str, description: str = "") -> _Group:
+        return self.group
+
+
+def test_every_testbed_option_passed_on_is_one_the_plugin_knows() -> None:
+    fake = _Parser()
+    settings.add_options(fake)  # type: ignore[arg-type]
+    known = fake.group.options
+    args = parser().parse_args(
+        [
+            *("run", "--keep-artifacts", "--accel", "auto"),
+            *("--kernel", "k", "--modules", "m", "--build", "b"),
+        ]
+    )
+    passed = [a.split("=", 1)[0] for a in pytest_args(args) if a.startswith("--testbed-")]
+    assert len(passed) == 6
+    for name in passed:
+        assert name in known, name
+    assert set(known["--testbed-accel"]["choices"]) == {"auto", "kvm", "tcg"}
+
+
+def test_run_is_registered_with_its_main() -> None:
+    assert parser().parse_args(["run"]).func is run_cmd.main
