@@ -5,7 +5,8 @@ Every figure is measured in the same run as its baseline, runs interleaved, medi
 - ``bare_boot_s``: a plain QEMU (no devices, no QMP, no network) booting the same kernel and
   the same initramfs, from spawn to the guest's "init reached" line on the serial console;
 - ``boot_to_ssh_s``: from the testbed starting a machine (image, accelerator, keys, QEMU,
-  QMP) to the first SSH command that succeeded in the guest;
+  QMP) to the first SSH command that succeeded in the guest -- measured conservatively, when
+  the machine's context manager returns, which also waits for the guest's "ready" line;
 - ``ratio``: ``boot_to_ssh_s / bare_boot_s`` (target: at most 1.25 under TCG);
 - ``unplug_s``: ``device_del`` of the GPU exporter, to QMP ``DEVICE_DELETED``, to the guest
   confirming over SSH that the device left its PCI bus.

@@ -70,7 +70,6 @@ def checks(probe_kvm: bool) -> list[Check]:
         _tool("qemu-system-x86_64", None, "qemu-system-x86", ["--version"]),
         _tool("busybox", str(BUSYBOX), "busybox-static", None),
         _tool("dropbear", str(DROPBEAR), "dropbear-bin", None),
-        _tool("dropbearkey", None, "dropbear-bin", None),
         _tool("gcc", None, "gcc", ["--version"]),
         _tool("make", None, "make", ["--version"]),
         _tool("apt-get", None, "apt", None),

@@ -14,6 +14,7 @@ holds a key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -148,11 +149,38 @@ def _is_static_elf(path: Path) -> bool:
     )
 
 
+def _identity(path: Path) -> tuple[str, int, int, int]:
+    """What changes when a file changes: memo key for the helpers below."""
+    st = path.stat()
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(identity: tuple[str, int, int, int]) -> str:
+    return hashlib.sha256(Path(identity[0]).read_bytes()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of ``path``, remembered per process while the file is unchanged (every boot
+    of a test run hashes the same busybox, dropbear and modules)."""
+    return _digest(_identity(path))
+
+
 def shared_libraries(binary: Path) -> list[Path]:
     """The shared objects ``binary`` loads, as ``ldd`` resolves them on this host."""
     try:
+        identity = _identity(binary)
+    except OSError as exc:
+        raise ImageError(f"ldd {binary} failed: {exc}") from exc
+    return list(_shared_libraries(identity))
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_libraries(identity: tuple[str, int, int, int]) -> tuple[Path, ...]:
+    binary = identity[0]
+    try:
         out = subprocess.run(
-            ["ldd", str(binary)], capture_output=True, text=True, check=True, timeout=30
+            ["ldd", binary], capture_output=True, text=True, check=True, timeout=30
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise ImageError(f"ldd {binary} failed: {exc}") from exc
@@ -165,7 +193,16 @@ def shared_libraries(binary: Path) -> list[Path]:
                 libs.append(Path(target))
         elif parts and parts[0].startswith("/"):
             libs.append(Path(parts[0]))  # the dynamic loader itself
-    return libs
+    return tuple(libs)
+
+
+@functools.lru_cache(maxsize=8)
+def _applets(identity: tuple[str, int, int, int]) -> tuple[str, ...]:
+    return tuple(
+        subprocess.run(
+            [identity[0], "--list-full"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.split()
+    )
 
 
 def _require(path: Path, package: str) -> Path:
@@ -208,8 +245,12 @@ class _Plan:
         for path, mode in sorted(self.dirs.items()):
             h.update(f"d {path} {mode:o}\n".encode())
         for path, (content, mode) in sorted(self.files.items()):
-            data = content.read_bytes() if isinstance(content, Path) else content
-            h.update(f"f {path} {mode:o} {hashlib.sha256(data).hexdigest()}\n".encode())
+            digest = (
+                file_digest(content)
+                if isinstance(content, Path)
+                else hashlib.sha256(content).hexdigest()
+            )
+            h.update(f"f {path} {mode:o} {digest}\n".encode())
         for path, target in sorted(self.links.items()):
             h.update(f"l {path} {target}\n".encode())
         return h.hexdigest()[:20]
@@ -240,10 +281,7 @@ def _base_plan(spec: ImageSpec) -> _Plan:
             "busybox-static"
         )
     plan.add_file("/bin/busybox", busybox, 0o755)
-    applets = subprocess.run(
-        [str(busybox), "--list-full"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout.split()
-    for applet in applets:
+    for applet in _applets(_identity(busybox)):
         if "/" + applet != "/bin/busybox":
             plan.add_link("/" + applet, "/bin/busybox")
     plan.add_link("/init", "/bin/busybox")

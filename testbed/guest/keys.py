@@ -8,14 +8,12 @@ unknown host key.
 from __future__ import annotations
 
 import os
-import subprocess
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from testbed.errors import DependencyError
 
 
 @dataclass(frozen=True)
@@ -42,30 +40,29 @@ def client_key(folder: Path) -> KeyPair:
     return KeyPair(path, public.decode() + " testbed-client")
 
 
+def _ssh_string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def dropbear_ed25519(key: Ed25519PrivateKey) -> bytes:
+    """``key`` in dropbear's private key format (what ``dropbearkey -t ed25519`` writes):
+    string "ssh-ed25519", uint32 64, the 32-byte seed, the 32-byte public key."""
+    seed = key.private_bytes_raw()
+    public = key.public_key().public_bytes_raw()
+    return _ssh_string(b"ssh-ed25519") + _ssh_string(seed + public)
+
+
 def guest_host_key(folder: Path) -> KeyPair:
-    """A new host key for dropbear, in dropbear's own format, with its OpenSSH public line."""
+    """A new host key for dropbear, in dropbear's own format, with its OpenSSH public line.
+
+    Written here rather than by ``dropbearkey``: one subprocess less on every boot.
+    """
+    key = Ed25519PrivateKey.generate()
     path = folder / "guest_host_key"
-    try:
-        subprocess.run(
-            ["dropbearkey", "-t", "ed25519", "-f", str(path)],
-            capture_output=True,
-            check=True,
-            timeout=30,
-        )
-        out = subprocess.run(
-            ["dropbearkey", "-y", "-f", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-    except FileNotFoundError as exc:
-        raise DependencyError(
-            "dropbearkey not found; install it with 'apt-get install dropbear-bin'"
-        ) from exc
-    except subprocess.CalledProcessError as exc:
-        raise DependencyError(f"dropbearkey failed: {exc.stderr!r}") from exc
-    line = next((ln for ln in out.splitlines() if ln.startswith("ssh-ed25519 ")), None)
-    if line is None:
-        raise DependencyError(f"dropbearkey -y printed no ssh-ed25519 public key: {out!r}")
-    return KeyPair(path, line.strip())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(dropbear_ed25519(key))
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return KeyPair(path, public.decode())

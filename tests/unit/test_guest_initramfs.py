@@ -352,3 +352,20 @@ def test_shared_libraries_failure_is_an_image_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("testbed.guest.initramfs.subprocess.run", fake_run)
     with pytest.raises(ImageError, match="ldd /bin/x failed"):
         initramfs.shared_libraries(Path("/bin/x"))
+
+
+def test_guest_host_key_is_what_dropbear_reads(tmp_path: Path) -> None:
+    """The host key the testbed writes in dropbear's format is the key dropbear uses."""
+    from testbed.guest.keys import guest_host_key
+
+    pair = guest_host_key(tmp_path)
+    out = subprocess.run(
+        ["dropbearkey", "-y", "-f", str(pair.private)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("ssh-ed25519 ")]
+    assert line.split()[:2] == pair.public.split()[:2]
+    assert pair.private.stat().st_mode & 0o077 == 0

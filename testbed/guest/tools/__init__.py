@@ -7,6 +7,7 @@ source and the compiler's version, so an edit rebuilds and an unchanged tool nev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -20,6 +21,7 @@ from testbed.guest.initramfs import GuestFile
 HERE = Path(__file__).parent
 
 
+@functools.lru_cache(maxsize=8)
 def _compiler_id(cc: str) -> str:
     try:
         return subprocess.run(
