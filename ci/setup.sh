@@ -31,6 +31,12 @@ if [ "${TESTBED_SKIP_APT:-0}" != 1 ]; then
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
             || missing="$missing $p"
     done
+    # The stock kernel is looked up with apt-cache: it needs package lists even when every
+    # package above is already installed.
+    if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+        echo "setup: no apt package lists yet; running apt-get update"
+        $SUDO apt-get update -q
+    fi
     if [ -n "$missing" ]; then
         echo "setup: installing Debian packages:$missing"
         $SUDO apt-get update -q

@@ -47,7 +47,9 @@ def test_process_exit_while_mapped_leaves_no_reference(p2p_vm: Machine) -> None:
     assert not leaks, leaks
 
 
-def test_fifty_plug_unplug_cycles_leak_nothing(fresh_p2p_vm: Boot) -> None:
+def test_fifty_plug_unplug_cycles_leak_nothing(
+    fresh_p2p_vm: Boot, record_property: Callable[[str, object], None]
+) -> None:
     vm = fresh_p2p_vm("default")
     exporter_id = "1af4:1110"
     ctl.p2pctl(vm.ssh, "create size=16K", "mmap", "reg", "dma-write len=64 pattern=1").expect_ok()
@@ -78,6 +80,8 @@ def test_fifty_plug_unplug_cycles_leak_nothing(fresh_p2p_vm: Boot) -> None:
     assert stats["devices"] == 1 and stats["imports"] == 0 and stats["unplug_timeouts"] == 0
     assert debugfs.module_refcount(vm.ssh, "p2p_exporter") == refs
     grown_kib = after["Slab"] - before["Slab"]
+    record_property("slab_growth_kib", grown_kib)
+    record_property("mem_available_drop_kib", before["MemAvailable"] - after["MemAvailable"])
     assert grown_kib < 1024, f"slab grew by {grown_kib} KiB over {CYCLES} cycles"
     leaks = _kmemleak(vm.ssh)
     assert not leaks, leaks

@@ -60,7 +60,7 @@ def test_claim5_unplug_zaps_the_exporter_vmas(fresh_p2p_vm: Boot, machine: str) 
 
 @pytest.mark.parametrize("machine", MACHINES)
 def test_claim6_unplug_completes_only_after_every_importer_unmapped(
-    fresh_p2p_vm: Boot, machine: str
+    fresh_p2p_vm: Boot, machine: str, record_property: Callable[[str, object], None]
 ) -> None:
     """A DMA in flight keeps the importer from unmapping for ~0.3 s: DEVICE_DELETED (host
     clock) must come after the importer's p2p_unmap and the driver's remove (guest clock)."""
@@ -100,6 +100,8 @@ def test_claim6_unplug_completes_only_after_every_importer_unmapped(
     assert result.event_time >= done.t - offset - margin
     stats = debugfs.exporter_stats(vm.ssh)
     assert stats["unplug_waits"] == 1 and stats["unplug_timeouts"] == 0
+    record_property("remove_s", round(done.t - begin.t, 3))
+    record_property("device_del_to_deleted_s", round(result.seconds, 3))
 
 
 def test_claim6_importer_that_never_unmaps_ends_unplug_at_the_bound(fresh_p2p_vm: Boot) -> None:
