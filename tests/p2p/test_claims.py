@@ -165,3 +165,17 @@ def _exporter_bdf(vm: Machine) -> str:
     out = vm.ssh.run_check(f"ls {debugfs.EXPORTER_DIR}").stdout.split()
     (bdf,) = [name for name in out if name.startswith("0000:")]
     return bdf
+
+
+def test_importer_rejects_bad_registrations_without_a_kernel_warning(p2p_vm: Machine) -> None:
+    """Memory no exporter owns, and a length no object can have (2 TiB once made kvmalloc
+    WARN in the importer): refused with an errno, the console stays clean."""
+    ctl.p2pctl(
+        p2p_vm.ssh,
+        "mmap anon=1 len=64K",
+        "reg expect=EOPNOTSUPP",
+        "create size=16K",
+        "mmap",
+        "reg len=2T bus=0 expect=EINVAL",
+        "reg off=32K expect=EINVAL",
+    ).expect_ok()

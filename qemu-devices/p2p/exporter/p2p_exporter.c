@@ -15,11 +15,16 @@
  * exporter then waits, bounded, until no p2p_map record is left before it
  * reuses the old range (eviction) or releases the BAR (remove).
  *
- * Locking: exp->lock (mutex) guards objects, p2p_map records, the BAR
- * allocator and the dead/moving flags; it is never held while zapping,
- * because the zap runs importer notifiers that call p2p_compat_unmap().
+ * Locking: exp->lock (mutex) guards objects, the BAR allocator and the
+ * dead/moving flags; it is never held while zapping, because the zap runs
+ * importer notifiers that call p2p_compat_unmap(). exp->imports_lock
+ * (spinlock, inside exp->lock) guards the p2p_map records and their counts,
+ * and changes to exp->obj_list; p2p_compat_unmap() takes only it, so that
+ * no lock taken from an mmu notifier is held across an allocation (the
+ * fault handler and object creation allocate under exp->lock).
  * exp->evict_lock serializes evictions against each other and against
- * remove. Lock order: mmap_lock -> importer locks -> exp->lock.
+ * remove. Lock order: mmap_lock -> importer locks -> exp_list_lock ->
+ * exp->imports_lock, and exp->lock -> exp->imports_lock.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -114,11 +119,12 @@ struct p2p_exporter {
 	unsigned long *bitmap;		/* BAR2 pages in use */
 	struct mutex lock;
 	struct mutex evict_lock;
+	spinlock_t imports_lock;	/* p2p_map records, obj_list changes */
 	wait_queue_head_t wq;		/* moving cleared, records dropped, dead */
 	struct xarray objects;		/* handle -> object, while it has a handle */
 	struct list_head obj_list;	/* every live object */
 	bool dead;
-	unsigned long nr_imports;
+	unsigned long nr_imports;	/* under imports_lock */
 	struct dentry *dbg;
 	atomic64_t stats[EXP_NR_STATS];
 };
@@ -134,8 +140,8 @@ struct p2p_obj {
 	u64 offset;			/* bytes into BAR2 */
 	bool moving;
 	u32 generation;
-	unsigned long nr_imports;
-	struct list_head imports;	/* struct p2p_import */
+	unsigned long nr_imports;	/* under exp->imports_lock */
+	struct list_head imports;	/* struct p2p_import, same lock */
 	struct list_head reap;
 };
 
@@ -298,12 +304,14 @@ static void obj_release(struct kref *ref)
 	LIST_HEAD(stale);
 
 	mutex_lock(&exp->lock);
+	spin_lock(&exp->imports_lock);
 	list_for_each_entry_safe(rec, tmp, &obj->imports, node) {
 		list_move(&rec->node, &stale);
 		exp->nr_imports--;
 		stat_add(exp, EXP_IMPORTS, -1);
 	}
 	list_del(&obj->node);
+	spin_unlock(&exp->imports_lock);
 	bitmap_clear(exp->bitmap, obj->offset >> PAGE_SHIFT, obj->npages);
 	stat_add(exp, EXP_OBJECTS, -1);
 	wake_up_all(&exp->wq);
@@ -352,10 +360,16 @@ static long bar_alloc(struct p2p_exporter *exp, unsigned long npages,
  */
 static bool exporter_allow_p2p(struct p2p_exporter *exp, struct device *importer)
 {
+	bool denied;
+
 	if (!allow_p2p)
 		return false;
-	if (deny_importer && *deny_importer &&
-	    sysfs_streq(deny_importer, dev_name(importer)))
+	/* A write to the parameter frees the old string: read it locked. */
+	kernel_param_lock(THIS_MODULE);
+	denied = deny_importer && *deny_importer &&
+		 sysfs_streq(deny_importer, dev_name(importer));
+	kernel_param_unlock(THIS_MODULE);
+	if (denied)
 		return false;
 #if IS_ENABLED(CONFIG_PCI_P2PDMA)
 	if (use_p2pdma_distance &&
@@ -382,6 +396,7 @@ long p2p_compat_map_flags(struct vm_area_struct *vma, struct device *importer,
 	struct p2p_import *rec;
 	struct p2p_obj *obj;
 	unsigned long first, n, i;
+	bool allowed;
 	long ret;
 
 	if (!p2p_compat_vma_is_exporter(vma))
@@ -404,6 +419,7 @@ long p2p_compat_map_flags(struct vm_area_struct *vma, struct device *importer,
 	rec = kzalloc(sizeof(*rec), GFP_KERNEL);
 	if (!rec)
 		return -ENOMEM;
+	allowed = exporter_allow_p2p(exp, importer);	/* may sleep */
 
 	mutex_lock(&exp->lock);
 	while (obj->moving && !exp->dead) {
@@ -419,7 +435,7 @@ long p2p_compat_map_flags(struct vm_area_struct *vma, struct device *importer,
 		ret = -ENODEV;
 		goto out_unlock;
 	}
-	if (!exporter_allow_p2p(exp, importer)) {
+	if (!allowed) {
 		stat_add(exp, EXP_P2P_DENIED, 1);
 		ret = -EXDEV;
 		goto out_unlock;
@@ -440,15 +456,18 @@ long p2p_compat_map_flags(struct vm_area_struct *vma, struct device *importer,
 	rec->write = write;
 	rec->pinned = flags & P2P_MAP_PIN;
 	rec->t_ns = ktime_get_real_ns();
+	spin_lock(&exp->imports_lock);
 	list_add_tail(&rec->node, &obj->imports);
 	obj->nr_imports++;
 	exp->nr_imports++;
+	spin_unlock(&exp->imports_lock);
 	stat_add(exp, EXP_IMPORTS, 1);
 	stat_add(exp, EXP_MAPS, 1);
 	mutex_unlock(&exp->lock);
+	/* @rec is not ours any more: a p2p_unmap may already have freed it. */
 	exp_event(exp, "map importer=%s handle=%u pages=%lu bus=0x%llx%s",
 		  dev_name(importer), obj->handle, n, (u64)pa[0],
-		  rec->pinned ? " pinned" : "");
+		  (flags & P2P_MAP_PIN) ? " pinned" : "");
 	return 0;
 
 out_unlock:
@@ -483,7 +502,7 @@ static bool import_match(struct p2p_import *rec, struct device *importer,
 	       (!exact || !pa || rec->first == pa[0]);
 }
 
-/* exp_list_lock held; on success returns with (*expp)->lock held. */
+/* exp_list_lock held; on success returns with (*expp)->imports_lock held. */
 static struct p2p_import *import_find(struct device *importer,
 				      unsigned long start, unsigned long end,
 				      dma_addr_t *pa, struct p2p_exporter **expp,
@@ -496,7 +515,7 @@ static struct p2p_import *import_find(struct device *importer,
 
 	for (exact = 1; exact >= 0; exact--) {
 		list_for_each_entry(exp, &exp_list, node) {
-			mutex_lock(&exp->lock);
+			spin_lock(&exp->imports_lock);
 			list_for_each_entry(obj, &exp->obj_list, node) {
 				list_for_each_entry(rec, &obj->imports, node) {
 					if (!import_match(rec, importer, start,
@@ -507,7 +526,7 @@ static struct p2p_import *import_find(struct device *importer,
 					return rec;
 				}
 			}
-			mutex_unlock(&exp->lock);
+			spin_unlock(&exp->imports_lock);
 		}
 	}
 	return NULL;
@@ -540,9 +559,9 @@ long p2p_compat_unmap(struct vm_area_struct *vma, struct device *importer,
 	stat_add(exp, EXP_UNMAPS, 1);
 	wake_up_all(&exp->wq);
 	handle = obj->handle;
-	dead = exp->dead;
+	dead = READ_ONCE(exp->dead);
 	strscpy(bdf, exp->bdf, sizeof(bdf));
-	mutex_unlock(&exp->lock);
+	spin_unlock(&exp->imports_lock);
 	mutex_unlock(&exp_list_lock);
 
 	p2p_compat_event(KBUILD_MODNAME, bdf,
@@ -561,7 +580,7 @@ static void exp_warn_stale(struct p2p_exporter *exp, struct p2p_obj *only,
 	struct p2p_import *rec;
 	struct p2p_obj *obj;
 
-	mutex_lock(&exp->lock);
+	spin_lock(&exp->imports_lock);
 	list_for_each_entry(obj, &exp->obj_list, node) {
 		if (only && obj != only)
 			continue;
@@ -572,7 +591,7 @@ static void exp_warn_stale(struct p2p_exporter *exp, struct p2p_obj *only,
 				rec->start, rec->end, (u64)rec->first,
 				rec->pinned ? " (pinned)" : "", rec->t_ns);
 	}
-	mutex_unlock(&exp->lock);
+	spin_unlock(&exp->imports_lock);
 }
 
 /* ---- CPU mapping ------------------------------------------------------------- */
@@ -680,7 +699,9 @@ static int obj_create(struct p2p_exporter *exp, struct file *file,
 	memset_io(exp->bar + obj->offset, 0, size);
 	obj->exp = exp;
 	kref_get(&exp->ref);
+	spin_lock(&exp->imports_lock);
 	list_add_tail(&obj->node, &exp->obj_list);
+	spin_unlock(&exp->imports_lock);
 	stat_add(exp, EXP_OBJECTS, 1);
 	stat_add(exp, EXP_OBJECTS_CREATED, 1);
 	req->handle = obj->handle;
@@ -688,8 +709,9 @@ static int obj_create(struct p2p_exporter *exp, struct file *file,
 	req->mmap_offset = P2P_OBJ_MMAP_OFFSET(obj->handle);
 	req->bus_addr = exp->bar_bus + obj->offset;
 	mutex_unlock(&exp->lock);
-	exp_event(exp, "create handle=%u offset=0x%llx size=%llu", obj->handle,
-		  obj->offset, size);
+	/* Published: another thread may DESTROY and free @obj from here on. */
+	exp_event(exp, "create handle=%u offset=0x%llx size=%llu", req->handle,
+		  req->offset, size);
 	return 0;
 
 err_unlock:
@@ -727,7 +749,7 @@ static int obj_info(struct p2p_exporter *exp, struct p2p_object_info *info)
 	info->offset = obj->offset;
 	info->mmap_offset = P2P_OBJ_MMAP_OFFSET(obj->handle);
 	info->bus_addr = exp->bar_bus + obj->offset;
-	info->importers = obj->nr_imports;
+	info->importers = READ_ONCE(obj->nr_imports);
 	info->generation = obj->generation;
 	mutex_unlock(&exp->lock);
 	obj_put(obj);
@@ -773,6 +795,7 @@ static int obj_evict(struct p2p_exporter *exp, u32 handle,
 	}
 
 	mutex_lock(&exp->lock);
+	spin_lock(&exp->imports_lock);
 	list_for_each_entry(rec, &obj->imports, node) {
 		if (rec->pinned) {
 			stat_add(exp, EXP_EVICT_BUSY, 1);
@@ -780,6 +803,7 @@ static int obj_evict(struct p2p_exporter *exp, u32 handle,
 			break;
 		}
 	}
+	spin_unlock(&exp->imports_lock);
 	if (!ret) {
 		/* Search after the object first, so that it really moves. */
 		pos = bar_alloc(exp, obj->npages,
@@ -795,7 +819,7 @@ static int obj_evict(struct p2p_exporter *exp, u32 handle,
 	size = (u64)obj->npages << PAGE_SHIFT;
 	obj->moving = true;
 	out->handle = handle;
-	out->importers = obj->nr_imports;
+	out->importers = READ_ONCE(obj->nr_imports);
 	out->old_offset = old;
 	out->new_offset = (u64)pos << PAGE_SHIFT;
 	mutex_unlock(&exp->lock);
@@ -1017,6 +1041,7 @@ static int objects_show(struct seq_file *m, void *unused)
 	struct p2p_obj *obj;
 
 	mutex_lock(&exp->lock);
+	spin_lock(&exp->imports_lock);
 	list_for_each_entry(obj, &exp->obj_list, node) {
 		seq_printf(m, "object %u offset 0x%llx size %lu bus 0x%llx flags 0x%x generation %u importers %lu%s%s\n",
 			   obj->handle, obj->offset, obj->npages << PAGE_SHIFT,
@@ -1032,6 +1057,7 @@ static int objects_show(struct seq_file *m, void *unused)
 				   rec->write ? " write" : "",
 				   rec->pinned ? " pinned" : "", rec->t_ns);
 	}
+	spin_unlock(&exp->imports_lock);
 	mutex_unlock(&exp->lock);
 	return 0;
 }
@@ -1072,6 +1098,7 @@ static int exp_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	kref_init(&exp->ref);
 	mutex_init(&exp->lock);
 	mutex_init(&exp->evict_lock);
+	spin_lock_init(&exp->imports_lock);
 	init_waitqueue_head(&exp->wq);
 	xa_init_flags(&exp->objects, XA_FLAGS_ALLOC1);
 	INIT_LIST_HEAD(&exp->obj_list);
@@ -1178,7 +1205,7 @@ static void exp_remove(struct pci_dev *pdev)
 	mutex_lock(&exp->evict_lock);	/* let a running eviction finish */
 	mutex_lock(&exp->lock);
 	exp->dead = true;
-	at_begin = exp->nr_imports;
+	at_begin = READ_ONCE(exp->nr_imports);
 	wake_up_all(&exp->wq);
 	mutex_unlock(&exp->lock);
 

@@ -132,6 +132,7 @@ struct p2p_mr {
 	u32 id;
 	u32 flags;			/* P2P_MR_* */
 	unsigned long start, len, npages;
+	struct mm_struct *mm;		/* mmgrab()ed: outlives the notifier */
 	struct mmu_interval_notifier notifier;
 	unsigned long state;
 	struct list_head reap;
@@ -192,6 +193,7 @@ static void mr_release(struct kref *ref)
 	WARN_ON(test_bit(MR_NOTIFIER, &mr->state) || mr->mapped);
 	stat_add(mr->imp, IMP_MRS, -1);
 	imp_put(mr->imp);
+	mmdrop(mr->mm);
 	kvfree(mr->pa);
 	kfree(mr);
 }
@@ -228,7 +230,11 @@ static void mr_unmap_locked(struct p2p_mr *mr)
 static int mr_map(struct p2p_mr *mr, bool remap)
 {
 	struct p2p_importer *imp = mr->imp;
-	struct mm_struct *mm = mr->notifier.mm;
+	/*
+	 * Not mr->notifier.mm: mmu_interval_notifier_remove() drops the
+	 * notifier's reference, and a DMA may get here after a teardown.
+	 */
+	struct mm_struct *mm = mr->mm;
 	unsigned long end = mr->start + mr->len;
 	unsigned int pflags = (mr->flags & P2P_MR_PIN) ? P2P_MAP_PIN : 0;
 	bool write = mr->flags & P2P_MR_WRITE;
@@ -399,11 +405,16 @@ static int imp_reg_mr(struct imp_file *f, struct file *file,
 {
 	struct p2p_importer *imp = f->imp;
 	struct p2p_mr *mr;
-	u64 *bus = NULL;
+	u64 *bus = NULL, first;
 	u32 n, i;
 	int ret;
 
-	if (!req->len || (req->addr | req->len) & ~PAGE_MASK ||
+	/*
+	 * An MR lies in one exporter VMA, hence in one object: bound len
+	 * before sizing arrays by it (kvmalloc() WARNs above INT_MAX).
+	 */
+	if (!req->len || req->len > P2P_OBJ_MAX_SIZE ||
+	    (req->addr | req->len) & ~PAGE_MASK ||
 	    req->addr + req->len < req->addr ||
 	    (req->flags & ~(P2P_MR_WRITE | P2P_MR_PIN)))
 		return -EINVAL;
@@ -414,6 +425,8 @@ static int imp_reg_mr(struct imp_file *f, struct file *file,
 	mutex_init(&mr->lock);
 	mr->imp = imp;
 	kref_get(&imp->ref);
+	mr->mm = current->mm;
+	mmgrab(mr->mm);
 	stat_add(imp, IMP_MRS, 1);
 	mr->flags = req->flags;
 	mr->start = req->addr;
@@ -442,6 +455,7 @@ static int imp_reg_mr(struct imp_file *f, struct file *file,
 	if (ret)
 		goto err_teardown;
 	mutex_lock(&mr->lock);
+	first = mr->pa[0];
 	for (i = 0; bus && i < n; i++)
 		bus[i] = mr->pa[i];
 	mutex_unlock(&mr->lock);
@@ -456,17 +470,19 @@ static int imp_reg_mr(struct imp_file *f, struct file *file,
 		ret = -ENODEV;
 	else
 		ret = xa_alloc(&imp->mrs, &mr->id, mr, xa_limit_31b, GFP_KERNEL);
-	if (!ret)
+	if (!ret) {
 		mr->owner = file;
+		req->mr = mr->id;
+		req->npages = mr->npages;
+	}
 	mutex_unlock(&imp->lock);
 	if (ret)
 		goto err_teardown;
 
-	req->mr = mr->id;
-	req->npages = mr->npages;
-	imp_event(imp, "reg mr=%u va=0x%lx pages=%lu bus=0x%llx%s", mr->id,
-		  mr->start, mr->npages, (u64)mr->pa[0],
-		  (mr->flags & P2P_MR_PIN) ? " pinned" : "");
+	/* Published: another thread may DEREG_MR and free @mr from here on. */
+	imp_event(imp, "reg mr=%u va=0x%llx pages=%u bus=0x%llx%s", req->mr,
+		  req->addr, req->npages, first,
+		  (req->flags & P2P_MR_PIN) ? " pinned" : "");
 	kvfree(bus);
 	return 0;
 

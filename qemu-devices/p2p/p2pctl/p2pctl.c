@@ -255,22 +255,24 @@ static bool parse_u64(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
+	int shift = 0;
 
-	if (!s || !*s)
+	/* strtoull() takes "-1" for ULLONG_MAX: refuse a sign */
+	if (!s || !*s || *s == '-' || *s == '+')
 		return false;
 	errno = 0;
 	v = strtoull(s, &end, 0);
-	if (errno)
+	if (errno || end == s)
 		return false;
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
 	default: break;
 	}
-	if (*end)
+	if (*end || v > (~0ULL >> shift))
 		return false;
-	*out = v;
+	*out = v << shift;
 	return true;
 }
 
@@ -366,11 +368,15 @@ static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
 	return ~crc;
 }
 
-/* Report crc32, the head in hex, and whether @buf matches want=/want-seq=. */
+/*
+ * Report crc32, the head in hex, and whether @buf matches want=/want-seq=.
+ * A mismatch, or a malformed want=, is the command's failure (it says
+ * "ok":false itself); the caller says "ok":true only if !cur_errno.
+ */
 static void report_data(const struct cmd *c, const uint8_t *buf, uint64_t len)
 {
 	char head[2 * 32 + 1];
-	uint64_t i, want, seq;
+	uint64_t i, want = 0, seq = 0;
 	bool have_want = false, have_seq = false;
 	int64_t mismatch = -1;
 
@@ -380,10 +386,15 @@ static void report_data(const struct cmd *c, const uint8_t *buf, uint64_t len)
 	jnum("len", len);
 	jhex("crc32", crc32_update(0, buf, len));
 	jstr("head", head);
-	if (arg(c, "want-seq"))
-		have_seq = parse_u64(arg(c, "want-seq"), &seq);
-	else if (arg(c, "want"))
-		have_want = parse_u64(arg(c, "want"), &want);
+	if (arg(c, "want-seq")) {
+		if (!num_arg(c, "want-seq", 0, &seq))
+			return;
+		have_seq = true;
+	} else if (arg(c, "want")) {
+		if (!num_arg(c, "want", 0, &want))
+			return;
+		have_want = true;
+	}
 	if (!have_want && !have_seq)
 		return;
 	for (i = 0; i < len; i++) {
@@ -397,7 +408,7 @@ static void report_data(const struct cmd *c, const uint8_t *buf, uint64_t len)
 	jbool("match", mismatch < 0);
 	if (mismatch >= 0) {
 		jint("first_mismatch", mismatch);
-		cur_errno = EIO;	/* a data mismatch is a failure */
+		jfail(EIO, "data does not match");
 	}
 }
 
@@ -604,18 +615,17 @@ static void do_access(const struct cmd *c, char kind)
 		value = *p;
 	}
 	fault_armed = 0;
-	jbool("ok", true);
 	jnum("ns", now_ns(CLOCK_MONOTONIC) - t0);
 	if (kind == 'r') {
 		report_data(c, copy, len);
-		if (cur_errno)
-			jbool("ok", false);
 		free(copy);
 	} else if (kind == 't') {
 		jhex("value", value);
 	} else {
 		jnum("len", len);
 	}
+	if (!cur_errno)
+		jbool("ok", true);
 }
 
 static void print_bus(const uint64_t *bus, uint32_t n)
@@ -637,8 +647,8 @@ static void print_bus(const uint64_t *bus, uint32_t n)
 static void do_reg(const struct cmd *c)
 {
 	struct p2p_reg_mr req = { 0 };
-	uint64_t off, len, pin, wr;
-	uint64_t *bus;
+	uint64_t off, len, pin, wr, want_bus;
+	uint64_t *bus = NULL;
 	bool bad;
 	struct map *m = find_map(c, &bad);
 
@@ -646,19 +656,26 @@ static void do_reg(const struct cmd *c)
 		return;
 	if (!m)
 		return jfail(ENOENT, "no such mapping");
-	if (!num_arg(c, "off", 0, &off) || !num_arg(c, "len", m->len - off, &len) ||
-	    !num_arg(c, "pin", 0, &pin) || !num_arg(c, "write", 1, &wr))
+	if (!num_arg(c, "off", 0, &off))
+		return;
+	if (off > m->len)
+		return jfail(EINVAL, "off is beyond the mapping");
+	if (!num_arg(c, "len", m->len - off, &len) || !num_arg(c, "pin", 0, &pin) ||
+	    !num_arg(c, "write", 1, &wr) || !num_arg(c, "bus", 1, &want_bus))
 		return;
 	if (need_fd(&imp_fd, imp_path))
 		return jfail(errno, imp_path);
-	bus = calloc(len / 4096 + 1, sizeof(*bus));
-	if (!bus)
-		return jfail(ENOMEM, NULL);
+	/* bus=0: do not ask for the addresses (lets a test hand the kernel any len) */
+	if (want_bus) {
+		bus = calloc(len / 4096 + 1, sizeof(*bus));
+		if (!bus)
+			return jfail(ENOMEM, NULL);
+	}
 	req.addr = (uintptr_t)m->addr + off;
 	req.len = len;
 	req.flags = (pin ? P2P_MR_PIN : 0) | (wr ? P2P_MR_WRITE : 0);
 	req.bus_addrs = (uintptr_t)bus;
-	req.bus_len = (uint32_t)(len / 4096);
+	req.bus_len = bus ? (uint32_t)(len / 4096) : 0;
 	if (ioctl(imp_fd, P2P_IMP_REG_MR, &req)) {
 		free(bus);
 		return jfail(errno, NULL);
@@ -667,7 +684,8 @@ static void do_reg(const struct cmd *c)
 	jbool("ok", true);
 	jnum("mr", req.mr);
 	jnum("npages", req.npages);
-	print_bus(bus, req.npages);
+	if (bus)
+		print_bus(bus, req.npages);
 	free(bus);
 }
 
@@ -756,17 +774,16 @@ static void do_dma(const struct cmd *c, bool to_peer)
 	jnum("len", len);
 	if (ioctl(imp_fd, P2P_IMP_DMA, &d))
 		return jfail(errno, NULL);
-	jbool("ok", true);
 	if (async) {
+		jbool("ok", true);
 		jbool("queued", true);
 		return;
 	}
 	dma_report(&d);
-	if (!to_peer) {
+	if (!to_peer)
 		report_data(c, dma_buf, len);
-		if (cur_errno)
-			jbool("ok", false);
-	}
+	if (!cur_errno)
+		jbool("ok", true);
 }
 
 static void do_dma_wait(const struct cmd *c)
@@ -781,13 +798,11 @@ static void do_dma_wait(const struct cmd *c)
 	jstr("dir", w.dma.dir == P2P_DMA_TO_PEER ? "to_peer" : "from_peer");
 	if (w.result)
 		return jfail(-w.result, NULL);
-	jbool("ok", true);
 	dma_report(&w.dma);
-	if (w.dma.dir == P2P_DMA_FROM_PEER) {
+	if (w.dma.dir == P2P_DMA_FROM_PEER)
 		report_data(c, dma_buf, w.dma.len);
-		if (cur_errno)
-			jbool("ok", false);
-	}
+	if (!cur_errno)
+		jbool("ok", true);
 }
 
 static void do_evict(const struct cmd *c)
@@ -884,6 +899,8 @@ static void do_hold(const struct cmd *c)
 
 	if (!num_arg(c, "timeout", 600, &timeout_s))
 		return;
+	if (timeout_s > UINT64_MAX / 1000000000ULL)	/* i.e. forever */
+		timeout_s = UINT64_MAX / 1000000000ULL;
 	sa.sa_handler = hold_handler;
 	sigaction(SIGUSR1, &sa, NULL);
 	hold_signal = 0;
@@ -926,11 +943,15 @@ static void do_hold(const struct cmd *c)
 
 static void do_sleep(const struct cmd *c)
 {
+	struct timespec ts;
 	uint64_t ms;
 
 	if (!num_arg(c, "ms", 100, &ms))
 		return;
-	usleep((useconds_t)(ms * 1000));
+	ts.tv_sec = (time_t)(ms / 1000);
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
 	jnum("ms", ms);
 	jbool("ok", true);
 }
@@ -1021,33 +1042,43 @@ static void run(const struct cmd *c)
 static char *words[MAX_WORDS];
 static int nwords;
 
-static void split_into_words(char *s)
+/* Split a copy of @s; the words point into it for the whole run. */
+static void split_into_words(const char *s)
 {
-	char *tok, *save = NULL;
+	char *tok, *save = NULL, *copy = strdup(s);
 
-	for (tok = strtok_r(s, " \t\r\n;", &save); tok;
+	if (!copy) {
+		perror("p2pctl");
+		exit(2);
+	}
+	for (tok = strtok_r(copy, " \t\r\n;", &save); tok;
 	     tok = strtok_r(NULL, " \t\r\n;", &save)) {
-		if (nwords < MAX_WORDS)
-			words[nwords++] = tok;
+		if (nwords == MAX_WORDS) {
+			fprintf(stderr, "p2pctl: more than %d words\n", MAX_WORDS);
+			exit(2);
+		}
+		words[nwords++] = tok;
 	}
 }
 
 static void read_file_words(const char *path)
 {
 	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
-	char buf[4096];
+	char *buf = NULL;
+	size_t cap = 0;
 
 	if (!f) {
 		perror(path);
 		exit(2);
 	}
-	while (fgets(buf, sizeof(buf), f)) {
+	while (getline(&buf, &cap, f) >= 0) {
 		char *hash = strchr(buf, '#');
 
 		if (hash)
 			*hash = 0;
-		split_into_words(strdup(buf));
+		split_into_words(buf);
 	}
+	free(buf);
 	if (f != stdin)
 		fclose(f);
 }
@@ -1056,7 +1087,7 @@ int main(int argc, char **argv)
 {
 	struct sigaction sa = { 0 };
 	struct cmd c;
-	int opt, i;
+	int opt, i, n;
 
 	while ((opt = getopt(argc, argv, "ex:i:f:h")) != -1) {
 		switch (opt) {
@@ -1078,10 +1109,19 @@ int main(int argc, char **argv)
 		}
 	}
 	for (i = optind; i < argc; i++)
-		split_into_words(strdup(argv[i]));
+		split_into_words(argv[i]);
 	if (!nwords) {
 		usage();
 		return 2;
+	}
+	/* Refuse, before running anything, what would be dropped silently. */
+	for (i = 0, n = 0; i < nwords; i++) {
+		n = strchr(words[i], '=') ? n + 1 : 0;
+		if (n > MAX_ARGS) {
+			fprintf(stderr, "p2pctl: more than %d arguments to one command at '%s'\n",
+				MAX_ARGS, words[i]);
+			return 2;
+		}
 	}
 
 	sa.sa_handler = fault_handler;
@@ -1103,11 +1143,9 @@ int main(int argc, char **argv)
 			char *eq = strchr(words[i], '=');
 
 			*eq = 0;
-			if (c.nargs < MAX_ARGS) {
-				c.args[c.nargs].key = words[i];
-				c.args[c.nargs].val = eq + 1;
-				c.nargs++;
-			}
+			c.args[c.nargs].key = words[i];
+			c.args[c.nargs].val = eq + 1;
+			c.nargs++;
 			i++;
 		}
 		run(&c);
