@@ -12,8 +12,14 @@ import sys
 LOGGER = logging.getLogger("testbed")
 
 
+class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The command line's stderr handler (a class of its own, so it is installed once)."""
+
+
 def setup_cli_logging(verbose: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if any(isinstance(h, _CliHandler) for h in LOGGER.handlers):
+        return  # already set up: main() runs more than once in one process under tests
+    handler = _CliHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("testbed: %(message)s"))
     LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)

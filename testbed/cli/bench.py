@@ -112,8 +112,8 @@ def testbed_boot_and_unplug(
 
 
 def main(args: argparse.Namespace) -> int:
-    kernel = kernel_from(args)
     definition = load_machine(args.machine)
+    kernel = kernel_from(args)
     samples: dict[str, list[float]] = {"bare_boot_s": [], "boot_to_ssh_s": [], "unplug_s": []}
     with tempfile.TemporaryDirectory(prefix="p2p-testbed-bench-") as tmp:
         folder = Path(tmp)

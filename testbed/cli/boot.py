@@ -50,8 +50,8 @@ def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _term_as_interrupt)
+    machine = load_machine(args.machine)  # the cheap checks first: a typo fails at once
     kernel = kernel_from(args)
-    machine = load_machine(args.machine)
     kwargs: dict[str, Any] = {"accel": accel_from(args)}
     if not args.no_p2p:
         kwargs.update(payload(kernel).machine_kwargs())

@@ -13,11 +13,13 @@ kernel release, the compiler's version and, when the build tree has them, its ``
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from testbed import paths
 from testbed.errors import DependencyError, KernelError, ModuleBuildError
 from testbed.guest.tools import build_tool
 from testbed.kernel.image import Kernel
+
+log = logging.getLogger(__name__)
 
 #: Module names in load order: the importer uses symbols the exporter exports.
 MODULE_NAMES = ("p2p_exporter", "p2p_importer")
@@ -162,6 +166,10 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
         for rel in files:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / rel, work / rel)
+        log.info(
+            "building the P2P guest modules for %s (make W=1, cached afterwards)...", kernel.release
+        )
+        started = time.monotonic()
         proc = _make(kernel.build, work)
         output = (proc.stdout + proc.stderr).replace(f"{work}/", f"{src}/")
         if proc.returncode != 0:
@@ -188,4 +196,5 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
             os.close(fd)
             shutil.copyfile(built, partial)
             os.replace(partial, dest)
+    log.info("built the P2P guest modules in %.1f s (%s)", time.monotonic() - started, out)
     return result

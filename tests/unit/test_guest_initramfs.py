@@ -39,6 +39,15 @@ kernel/plain/standalone.ko:
 MODULES_BUILTIN = "kernel/crypto/crc32c_generic.ko\nkernel/fs/ext4-fs.ko\n"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_memos() -> None:
+    """initramfs memoises ldd, busybox applets and file hashes per process; a test that fakes
+    subprocess must not see results an earlier test (or a booted guest) left there."""
+    initramfs._shared_libraries.cache_clear()
+    initramfs._applets.cache_clear()
+    initramfs._digest.cache_clear()
+
+
 @pytest.fixture
 def modules_dir(tmp_path: Path) -> Path:
     root = tmp_path / "lib" / "modules" / "6.1.0-test"

@@ -10,12 +10,13 @@ import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from testbed.deadline import Deadline, wait_for
 from testbed.devices import hotplug
-from testbed.errors import GuestPanic, UnknownNameError, UnplugTimeout
+from testbed.errors import GuestError, GuestPanic, UnknownNameError, UnplugTimeout
 from testbed.guest import pci
 from testbed.guest.console import Problem
 from testbed.kernel.image import Kernel, user_kernel
@@ -141,3 +142,13 @@ def test_user_kernel_boots_like_the_stock_one(
     assert vm.ssh.run_check("uname -r").stdout.strip() == mine.release
     record = json.loads((vm.run_dir / "kernel.json").read_text())
     assert record["origin"] == mine.origin
+
+
+def test_a_guest_module_that_fails_to_load_fails_the_boot_clearly(
+    machine_factory: Factory, tmp_path: Path
+) -> None:
+    bogus = tmp_path / "bogus.ko"
+    bogus.write_bytes(b"not an ELF module\n")
+    with pytest.raises(GuestError, match="a guest module failed to load at boot") as info:
+        machine_factory("default", guest_modules=[bogus])
+    assert "bogus.ko" in str(info.value)
