@@ -7,7 +7,8 @@ Every figure is measured in the same run as its baseline, runs interleaved, medi
 - ``boot_to_ssh_s``: from the testbed starting a machine (image, accelerator, keys, QEMU,
   QMP) to the first SSH command that succeeded in the guest -- measured conservatively, when
   the machine's context manager returns, which also waits for the guest's "ready" line;
-- ``ratio``: ``boot_to_ssh_s / bare_boot_s`` (target: at most 1.25 under TCG);
+- ``ratio``: ``boot_to_ssh_s / bare_boot_s`` per run (each testbed boot right after its bare
+  boot), median over the runs (target: at most 1.25 under TCG); ``ratio_of_medians`` too;
 - ``unplug_s``: ``device_del`` of the GPU exporter, to QMP ``DEVICE_DELETED``, to the guest
   confirming over SSH that the device left its PCI bus.
 """
@@ -48,7 +49,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--runs", type=int, default=3, help="repetitions of each figure (median)")
+    p.add_argument("--runs", type=int, default=5, help="repetitions of each figure (median)")
     p.add_argument("--machine", default="default", help="machine name or YAML path")
     p.add_argument(
         "--device", default="gpu-exporter", help="device id to unplug (default: %(default)s)"
@@ -146,7 +147,15 @@ def main(args: argparse.Namespace) -> int:
         "hotplug": definition.spec.hotplug.value,
         "runs": args.runs,
         **medians,
-        "ratio": round(medians["boot_to_ssh_s"] / medians["bare_boot_s"], 3),
+        # Each testbed boot runs right after its own bare boot; the median of those paired
+        # ratios is steadier on a shared machine than the ratio of the two medians.
+        "ratio": round(
+            statistics.median(
+                b / a for a, b in zip(samples["bare_boot_s"], samples["boot_to_ssh_s"], strict=True)
+            ),
+            3,
+        ),
+        "ratio_of_medians": round(medians["boot_to_ssh_s"] / medians["bare_boot_s"], 3),
         "target_ratio": TARGET_RATIO,
         "samples": {k: [round(x, 3) for x in v] for k, v in samples.items()},
     }
