@@ -138,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
                     f"unplug {unplug:.2f} s",
                     file=sys.stderr,
                 )
-    medians = {k: round(statistics.median(v), 3) for k, v in samples.items()}
+    medians = {k: statistics.median(v) for k, v in samples.items()}
     result: dict[str, Any] = {
         "accel": choice.accel.value,
         "accel_reason": choice.reason,
@@ -146,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
         "machine": definition.spec.name,
         "hotplug": definition.spec.hotplug.value,
         "runs": args.runs,
-        **medians,
+        **{k: round(v, 3) for k, v in medians.items()},
         # Each testbed boot runs right after its own bare boot; the median of those paired
         # ratios is steadier on a shared machine than the ratio of the two medians.
         "ratio": round(
