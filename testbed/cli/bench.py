@@ -118,14 +118,17 @@ def main(args: argparse.Namespace) -> int:
     samples: dict[str, list[float]] = {"bare_boot_s": [], "boot_to_ssh_s": [], "unplug_s": []}
     with tempfile.TemporaryDirectory(prefix="p2p-testbed-bench-") as tmp:
         folder = Path(tmp)
-        probe = Machine(definition, kernel, folder / "probe", accel=accel_from(args))
-        initrd = probe.base_initramfs()
-        choice = accel_mod.choose(probe.requested_accel, probe.qemu_binary, kernel.image, initrd)
+        # A machine never started: it names the QEMU binary and builds the same initramfs
+        # the testbed boots, which the bare boot then uses too.
+        template = Machine(definition, kernel, folder / "template", accel=accel_from(args))
+        initrd = template.base_initramfs()
+        qemu = template.qemu_binary
+        choice = accel_mod.choose(template.requested_accel, qemu, kernel.image, initrd)
         # One untimed boot each to warm the page cache and the testbed's caches.
-        bare_boot(definition, kernel, initrd, choice.accel, probe.qemu_binary, folder)
+        bare_boot(definition, kernel, initrd, choice.accel, qemu, folder)
         testbed_boot_and_unplug(definition, kernel, choice.accel, folder, args.device)
         for run in range(args.runs):
-            bare = bare_boot(definition, kernel, initrd, choice.accel, probe.qemu_binary, folder)
+            bare = bare_boot(definition, kernel, initrd, choice.accel, qemu, folder)
             boot, unplug = testbed_boot_and_unplug(
                 definition, kernel, choice.accel, folder, args.device
             )
