@@ -95,7 +95,7 @@ def test_bench_options() -> None:
     assert args.machine == "default"
     assert args.device == "gpu-exporter"
     args = parser().parse_args(["bench", "--accel", "auto", "--device", "importer"])
-    assert args.runs == 3
+    assert args.runs == 5  # the default: medians of five paired runs
     assert args.json is False
     assert args.accel == "auto"
     assert args.device == "importer"
