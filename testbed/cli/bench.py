@@ -32,6 +32,7 @@ from testbed.devices.registry import Machine as MachineDef
 from testbed.devices.registry import load_machine
 from testbed.errors import TestbedError
 from testbed.guest import pci
+from testbed.guest.console import MarkerWatch
 from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
@@ -79,16 +80,15 @@ def bare_boot(
     start = time.monotonic()
     proc = QemuProcess(argv, folder / "bare-stderr.log")
     try:
+        watch = MarkerWatch(console, INIT_MARKER)
 
         def reached() -> bool:
             if proc.poll() is not None:
                 raise proc.launch_error("bare QEMU exited during the benchmark")
-            try:
-                return INIT_MARKER in console.read_text(errors="replace")
-            except FileNotFoundError:
-                return False
+            return watch.seen()
 
-        wait_for(reached, deadline, doing="bare boot", interval=0.01, max_interval=0.02)
+        # polled as often as Machine polls for its own markers, so both sides wait alike
+        wait_for(reached, deadline, doing="bare boot", interval=0.01, max_interval=0.01)
         return time.monotonic() - start
     finally:
         proc.terminate(grace=1)

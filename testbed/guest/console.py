@@ -565,3 +565,30 @@ class ConsoleTail:
         """Scan the complete lines appended since the last mark or check; move past them."""
         parsed, first = self._consume()
         return HealthReport(tuple(_scan(parsed, first, kernel_only=self._timestamped)))
+
+
+class MarkerWatch:
+    """Has the guest printed ``marker`` yet? Each look reads only what was appended since the
+    last one, so a caller can poll a growing console log every few milliseconds."""
+
+    def __init__(self, path: Path, marker: str) -> None:
+        self.path = path
+        self._needle = marker.encode()
+        self._offset = 0
+        self._carry = b""  # the end of what was read, in case the marker straddles two reads
+        self._found = False
+
+    def seen(self) -> bool:
+        if self._found:
+            return True
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return False
+        self._offset += len(chunk)
+        window = self._carry + chunk
+        self._found = self._needle in window
+        self._carry = window[len(window) - len(self._needle) + 1 :] if window else b""
+        return self._found

@@ -23,6 +23,7 @@ from testbed import paths
 from testbed.config.schema import Accel
 from testbed.deadline import Deadline, wait_for
 from testbed.errors import AccelError, DeadlineExceeded, TestbedError
+from testbed.guest.console import MarkerWatch
 from testbed.qemu.process import QemuProcess
 from testbed.qemu.qmp import QMP
 
@@ -165,16 +166,14 @@ def probe(qemu: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT)
         proc = QemuProcess(argv, folder / "qemu-stderr.log")
         running = proc
         deadline = Deadline(timeout, "KVM probe boot")
+        watch = MarkerWatch(console, INIT_MARKER)
         try:
             qmp.accept(deadline, lambda: running.poll() is None)
             kvm = qmp.execute("query-kvm", timeout=deadline.cap(5))
             if not (isinstance(kvm, dict) and kvm.get("enabled")):
                 return AccelChoice(Accel.TCG, f"QEMU reports KVM not enabled ({kvm})", time.time())
             wait_for(
-                lambda: (
-                    running.poll() is not None
-                    or (console.is_file() and INIT_MARKER in console.read_text(errors="replace"))
-                ),
+                lambda: running.poll() is not None or watch.seen(),
                 deadline,
                 doing="waiting for the KVM guest to reach init",
             )

@@ -41,6 +41,7 @@ from testbed.errors import (
     TestbedError,
 )
 from testbed.guest import keys
+from testbed.guest.console import MarkerWatch
 from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
 from testbed.guest.ssh import SSHShell
 from testbed.kernel.image import Kernel
@@ -269,23 +270,11 @@ class Machine:
         return f"last {len(tail)} console lines ({self.console_log}):\n  " + "\n  ".join(tail)
 
     def _wait_console(self, marker: str, deadline: Deadline) -> None:
-        # Read only what was appended since the last poll, so polling every 10 ms stays cheap.
-        seen_text = b""
-        offset = 0
-        needle = marker.encode()
+        watch = MarkerWatch(self.console_log, marker)
 
         def seen() -> bool:
-            nonlocal seen_text, offset
             self.check_alive()
-            try:
-                with self.console_log.open("rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-            except FileNotFoundError:
-                return False
-            offset += len(chunk)
-            seen_text = seen_text[-len(needle) :] + chunk
-            return needle in seen_text
+            return watch.seen()
 
         try:
             wait_for(

@@ -20,6 +20,7 @@ from testbed.guest.console import (
     ConsoleTail,
     Finding,
     HealthReport,
+    MarkerWatch,
     Problem,
     check,
     raise_for_problems,
@@ -493,3 +494,26 @@ def test_tail_starts_over_when_the_file_is_recreated(tmp_path: Path) -> None:
     (f,) = tail.check_new().findings
     assert f.problem is Problem.WARNING
     assert f.line_no == 2
+
+
+def test_marker_watch_reads_incrementally_and_catches_a_split_marker(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    watch = MarkerWatch(log, "testbed-guest: sshd ready")
+    assert not watch.seen(), "no file yet"
+    log.write_bytes(b"[    2.1] testbed-guest: init reached\r\n[    2.4] testbed-guest: ss")
+    assert not watch.seen()
+    with log.open("ab") as f:
+        f.write(b"hd ready\r\n")
+    assert watch.seen(), "the marker arrived in two writes"
+    log.write_bytes(b"")  # whatever happens to the file later, once seen stays seen
+    assert watch.seen()
+
+
+def test_marker_watch_does_not_match_a_prefix(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_bytes(b"testbed-guest: rea")
+    watch = MarkerWatch(log, "testbed-guest: ready")
+    assert not watch.seen()
+    with log.open("ab") as f:
+        f.write(b"son unknown\n")
+    assert not watch.seen()
