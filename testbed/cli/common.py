@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from testbed.config.schema import Accel
-from testbed.kernel.image import Kernel, user_kernel
-from testbed.kernel.stock import stock_kernel
+from testbed.kernel import kernel_under_test
+from testbed.kernel.image import Kernel
 
 
 def add_kernel_options(p: argparse.ArgumentParser) -> None:
@@ -25,9 +25,7 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
 
 
 def kernel_from(args: argparse.Namespace) -> Kernel:
-    if args.kernel is None:
-        return stock_kernel()
-    return user_kernel(args.kernel, args.modules, args.build)
+    return kernel_under_test(args.kernel, args.modules, args.build)
 
 
 def accel_from(args: argparse.Namespace) -> Accel | None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from testbed.config.schema import Accel
-from testbed.kernel.image import Kernel, user_kernel
-from testbed.kernel.stock import stock_kernel
+from testbed.kernel import kernel_under_test
+from testbed.kernel.image import Kernel
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,7 @@ class Settings:
     keep_artifacts: bool
 
     def kernel(self) -> Kernel:
-        if self.kernel_image is None:
-            return stock_kernel()
-        return user_kernel(self.kernel_image, self.kernel_modules, self.kernel_build)
+        return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -66,7 +64,18 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
+_SETTINGS = pytest.StashKey[Settings]()
+
+
 def from_config(config: pytest.Config) -> Settings:
+    """This run's settings, parsed from the options on first use (hooks ask once per test)."""
+    settings = config.stash.get(_SETTINGS, None)
+    if settings is None:
+        settings = config.stash[_SETTINGS] = _parse(config)
+    return settings
+
+
+def _parse(config: pytest.Config) -> Settings:
     accel = config.getoption("--testbed-accel")
     return Settings(
         kernel_image=config.getoption("--testbed-kernel"),
