@@ -55,6 +55,19 @@ def events(shell: GuestShell) -> list[Event]:
     return parse_events(shell.run_check(f"cat {EXPORTER_DIR}/events").stdout)
 
 
+def exporter_devices(shell: GuestShell) -> list[str]:
+    """PCI names of the devices the exporter drives (its per-device debugfs folders)."""
+    names = shell.run_check(f"ls {EXPORTER_DIR}").stdout.split()
+    return [name for name in names if name.startswith("0000:")]
+
+
+def evict(shell: GuestShell, handle: int) -> None:
+    """Move object ``handle`` through the exporter's debugfs trigger: from outside the
+    process that owns it, as a host-side test or a developer at a shell would."""
+    (bdf,) = exporter_devices(shell)
+    shell.run_check(f"echo {handle} > {EXPORTER_DIR}/{bdf}/evict")
+
+
 def module_refcount(shell: GuestShell, module: str) -> int:
     """The use count ``/proc/modules`` shows for ``module``."""
     for line in shell.run_check("cat /proc/modules").stdout.splitlines():

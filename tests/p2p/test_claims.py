@@ -93,10 +93,8 @@ def test_claim3_invalidation_at_any_time_stops_dma_and_remap_works(p2p_vm: Machi
         "dereg",
         name="claim3",
     )
-    handle = held.holding.op("create")["handle"]
-    bdf = held.holding.op("create").get("bdf") or _exporter_bdf(vm)
     # the invalidation comes from outside the process, while the DMA is in flight
-    vm.ssh.run_check(f"echo {handle} > {debugfs.EXPORTER_DIR}/{bdf}/evict")
+    debugfs.evict(vm.ssh, held.holding.op("create")["handle"])
     run = held.release(Deadline(30, "claim3 p2pctl")).expect_ok()
 
     assert run.op("dma-wait").ok, "the in-flight DMA must complete, not be torn"
@@ -159,12 +157,6 @@ def test_claim8_exporter_refuses_a_permanent_pin(p2p_vm: Machine) -> None:
         "mmap",
         "reg pin=1 expect=EPERM",
     ).expect_ok()
-
-
-def _exporter_bdf(vm: Machine) -> str:
-    out = vm.ssh.run_check(f"ls {debugfs.EXPORTER_DIR}").stdout.split()
-    (bdf,) = [name for name in out if name.startswith("0000:")]
-    return bdf
 
 
 def test_importer_rejects_bad_registrations_without_a_kernel_warning(p2p_vm: Machine) -> None:

@@ -6,7 +6,6 @@ event log (the host clock); :func:`testbed.p2p.ctl.guest_clock_offset` relates t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -21,10 +20,6 @@ from testbed.qemu.machine import Machine
 PAGE = 4096
 MACHINES = ["default", "native-hotplug"]
 Boot = Callable[..., Machine]
-
-
-def _exporter_events(vm: Machine, since_ns: int = 0) -> list[debugfs.Event]:
-    return [e for e in debugfs.events(vm.ssh) if e.t_ns >= since_ns]
 
 
 def _one(events: list[debugfs.Event], module: str, prefix: str) -> debugfs.Event:
@@ -52,7 +47,7 @@ def test_claim5_unplug_zaps_the_exporter_vmas(fresh_p2p_vm: Boot, machine: str) 
     hotplug.unplug(vm, "gpu-exporter")
     run = held.release(Deadline(30, "claim5 p2pctl")).expect_ok()
     assert [s.error for s in run.steps if s.op in ("touch", "read")][1:] == ["SIGBUS"] * 3
-    zapped = _one(_exporter_events(vm), "p2p_exporter", "remove zapped")
+    zapped = _one(debugfs.events(vm.ssh), "p2p_exporter", "remove zapped")
     assert "importers_after=0" in zapped.text
     # the user's mapping faulted; the kernel did not (the console check enforces that too)
     assert "Oops" not in vm.console_text()
@@ -67,7 +62,6 @@ def test_claim6_unplug_completes_only_after_every_importer_unmapped(
     On the native path pciehp's 5 s button delay usually outlasts the DMA, so the wait is
     short there; the misbehaving-importer test below makes it long on both paths."""
     vm = fresh_p2p_vm(machine)
-    start_ns = time.time_ns() - 10**9
     held = ctl.hold(
         vm.ssh,
         "create size=64K",
@@ -86,7 +80,7 @@ def test_claim6_unplug_completes_only_after_every_importer_unmapped(
     run = held.release(Deadline(30, "claim6 p2pctl")).expect_ok()
     assert run.op("dma-wait").ok
 
-    events = [e for e in debugfs.events(vm.ssh) if e.t_ns > start_ns + int(offset * 1e9)]
+    events = debugfs.events(vm.ssh)  # this guest's own: it booted for this test
     begin = _one(events, "p2p_exporter", "remove begin")
     done = _one(events, "p2p_exporter", "remove done")
     unmaps = [e for e in events if e.module == "p2p_exporter" and e.text.startswith("unmap ")]
