@@ -302,33 +302,34 @@ static int need_fd(int *fd, const char *path)
 	return *fd < 0 ? -errno : 0;
 }
 
-static struct obj *find_obj(const struct cmd *c, bool *bad)
+/*
+ * The object (obj=, default: the last created) or mapping (map=, default: the last made) a
+ * command names. NULL when there is none, after reporting why: callers just return.
+ */
+static struct obj *find_obj(const struct cmd *c)
 {
 	uint64_t h;
 	int i;
 
-	*bad = false;
-	if (!num_arg(c, "obj", nobjs ? objs[nobjs - 1].handle : 0, &h)) {
-		*bad = true;
+	if (!num_arg(c, "obj", nobjs ? objs[nobjs - 1].handle : 0, &h))
 		return NULL;
-	}
 	for (i = nobjs - 1; i >= 0; i--)
 		if (objs[i].handle == h)
 			return &objs[i];
+	jfail(ENOENT, "no such object");
 	return NULL;
 }
 
-static struct map *find_map(const struct cmd *c, bool *bad)
+static struct map *find_map(const struct cmd *c)
 {
 	uint64_t k;
 
-	*bad = false;
-	if (!num_arg(c, "map", (uint64_t)nmaps, &k)) {
-		*bad = true;
+	if (!num_arg(c, "map", (uint64_t)nmaps, &k))
+		return NULL;
+	if (k < 1 || k > (uint64_t)nmaps || !maps[k - 1].addr) {
+		jfail(ENOENT, "no such mapping");
 		return NULL;
 	}
-	if (k < 1 || k > (uint64_t)nmaps || !maps[k - 1].addr)
-		return NULL;
 	return &maps[k - 1];
 }
 
@@ -443,13 +444,10 @@ static void do_create(const struct cmd *c)
 
 static void do_destroy(const struct cmd *c)
 {
-	bool bad;
-	struct obj *o = find_obj(c, &bad);
+	struct obj *o = find_obj(c);
 
-	if (bad)
-		return;
 	if (!o)
-		return jfail(ENOENT, "no such object");
+		return;
 	jnum("handle", o->handle);
 	if (ioctl(exp_fd, P2P_EXP_DESTROY_OBJECT, &o->handle))
 		return jfail(errno, NULL);
@@ -459,13 +457,10 @@ static void do_destroy(const struct cmd *c)
 static void do_info(const struct cmd *c)
 {
 	struct p2p_object_info info = { 0 };
-	bool bad;
-	struct obj *o = find_obj(c, &bad);
+	struct obj *o = find_obj(c);
 
-	if (bad)
-		return;
 	if (!o)
-		return jfail(ENOENT, "no such object");
+		return;
 	info.handle = o->handle;
 	jnum("handle", o->handle);
 	if (ioctl(exp_fd, P2P_EXP_OBJECT_INFO, &info))
@@ -507,7 +502,6 @@ static void do_mmap_anon(const struct cmd *c)
 static void do_mmap(const struct cmd *c)
 {
 	uint64_t off, len, ro, anon;
-	bool bad;
 	struct obj *o;
 	void *p;
 
@@ -515,11 +509,9 @@ static void do_mmap(const struct cmd *c)
 		return;
 	if (anon)
 		return do_mmap_anon(c);
-	o = find_obj(c, &bad);
-	if (bad)
-		return;
+	o = find_obj(c);
 	if (!o)
-		return jfail(ENOENT, "no such object");
+		return;
 	if (!num_arg(c, "off", 0, &off) || !num_arg(c, "len", o->size - off, &len) ||
 	    !num_arg(c, "ro", 0, &ro))
 		return;
@@ -542,13 +534,10 @@ static void do_mmap(const struct cmd *c)
 
 static void do_munmap(const struct cmd *c)
 {
-	bool bad;
-	struct map *m = find_map(c, &bad);
+	struct map *m = find_map(c);
 
-	if (bad)
-		return;
 	if (!m)
-		return jfail(ENOENT, "no such mapping");
+		return;
 	jnum("map", (uint64_t)(m - maps) + 1);
 	if (munmap(m->addr, m->len))
 		return jfail(errno, NULL);
@@ -560,16 +549,14 @@ static void do_munmap(const struct cmd *c)
 static void do_access(const struct cmd *c, char kind)
 {
 	uint64_t off, len, pattern = 0, seq = 0, i;
-	bool use_seq = arg(c, "seq") != NULL, bad;
-	struct map *m = find_map(c, &bad);
+	bool use_seq = arg(c, "seq") != NULL;
+	struct map *m = find_map(c);
 	uint8_t *copy = NULL;
 	uint8_t value = 0;
 	uint64_t t0;
 
-	if (bad)
-		return;
 	if (!m)
-		return jfail(ENOENT, "no such mapping");
+		return;
 	if (!num_arg(c, "off", 0, &off))
 		return;
 	if (kind == 't')
@@ -649,13 +636,10 @@ static void do_reg(const struct cmd *c)
 	struct p2p_reg_mr req = { 0 };
 	uint64_t off, len, pin, wr, want_bus;
 	uint64_t *bus = NULL;
-	bool bad;
-	struct map *m = find_map(c, &bad);
+	struct map *m = find_map(c);
 
-	if (bad)
-		return;
 	if (!m)
-		return jfail(ENOENT, "no such mapping");
+		return;
 	if (!num_arg(c, "off", 0, &off))
 		return;
 	if (off > m->len)
@@ -808,13 +792,10 @@ static void do_dma_wait(const struct cmd *c)
 static void do_evict(const struct cmd *c)
 {
 	struct p2p_evict ev = { 0 };
-	bool bad;
-	struct obj *o = find_obj(c, &bad);
+	struct obj *o = find_obj(c);
 
-	if (bad)
-		return;
 	if (!o)
-		return jfail(ENOENT, "no such object");
+		return;
 	ev.handle = o->handle;
 	jnum("handle", o->handle);
 	if (ioctl(exp_fd, P2P_EXP_EVICT, &ev))
