@@ -43,7 +43,8 @@ class CommandResult:
 
 
 class GuestShell(Protocol):
-    """Something that runs shell commands in the guest."""
+    """Something that runs shell commands in the guest: implement :meth:`run`; subclasses
+    (the SSH shell, tests' fakes) inherit :meth:`run_check`."""
 
     def run(
         self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
@@ -51,10 +52,15 @@ class GuestShell(Protocol):
 
     def run_check(
         self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
-    ) -> CommandResult: ...
+    ) -> CommandResult:
+        """Like :meth:`run`, but a non-zero exit raises :class:`GuestCommandError`."""
+        result = self.run(command, timeout=timeout, stdin=stdin)
+        if not result.ok:
+            raise GuestCommandError(command, result.exitcode, result.stdout, result.stderr)
+        return result
 
 
-class SSHShell:
+class SSHShell(GuestShell):
     """A paramiko connection to the guest's sshd, host key pinned."""
 
     def __init__(self, port: int, client_key: Path, host_public: str, host: str = "127.0.0.1"):
@@ -186,15 +192,6 @@ class SSHShell:
         )
         self.transcript.append(result)
         log.debug("guest$ %s -> %d (%.2f s)", command, code, result.seconds)
-        return result
-
-    def run_check(
-        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
-    ) -> CommandResult:
-        """Like :meth:`run`, but a non-zero exit raises :class:`GuestCommandError`."""
-        result = self.run(command, timeout=timeout, stdin=stdin)
-        if not result.ok:
-            raise GuestCommandError(command, result.exitcode, result.stdout, result.stderr)
         return result
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:

@@ -16,12 +16,12 @@ import pytest
 
 from testbed.errors import GuestCommandError
 from testbed.guest.pci import PciDevice, find, list_devices, parse_listing
-from testbed.guest.ssh import CommandResult
+from testbed.guest.ssh import CommandResult, GuestShell
 
 SYSFS_DEVICES = "/sys/bus/pci/devices"
 
 
-class LocalShell:
+class LocalShell(GuestShell):
     """A GuestShell that runs commands in ``sh`` here, with sysfs moved to ``root``."""
 
     def __init__(self, root: Path) -> None:
@@ -48,14 +48,6 @@ class LocalShell:
             proc.stderr.decode(),
             time.monotonic() - start,
         )
-
-    def run_check(
-        self, command: str, *, timeout: float = 10, stdin: bytes | None = None
-    ) -> CommandResult:
-        result = self.run(command, timeout=timeout, stdin=stdin)
-        if not result.ok:
-            raise GuestCommandError(command, result.exitcode, result.stdout, result.stderr)
-        return result
 
 
 def add_device(

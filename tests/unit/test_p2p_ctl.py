@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from testbed.deadline import Deadline
-from testbed.errors import GuestCommandError, GuestError
-from testbed.guest.ssh import COMMAND_TIMEOUT, CommandResult
+from testbed.errors import GuestError
+from testbed.guest.ssh import COMMAND_TIMEOUT, CommandResult, GuestShell
 from testbed.p2p import ctl
 from testbed.p2p.ctl import Held, Run, Step, guest_clock_offset, hold, p2pctl, parse
 from testbed.p2p.payload import P2PCTL
@@ -231,7 +231,7 @@ def test_argv_quotes_shell_metacharacters() -> None:
     assert shlex.split(line)[3:] == ["create", "size=64K;", "mmap", "mark", "name=$HOME"]
 
 
-class RecordingShell:
+class RecordingShell(GuestShell):
     """Answers every command with one canned result and records what it was asked."""
 
     def __init__(self, stdout: str, exitcode: int = 0, stderr: str = "") -> None:
@@ -247,14 +247,6 @@ class RecordingShell:
         self.commands.append(command)
         self.timeouts.append(timeout)
         return result(command, self.exitcode, self.stdout, self.stderr)
-
-    def run_check(
-        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
-    ) -> CommandResult:
-        res = self.run(command, timeout=timeout, stdin=stdin)
-        if not res.ok:
-            raise GuestCommandError(command, res.exitcode, res.stdout, res.stderr)
-        return res
 
 
 def test_p2pctl_runs_one_command_and_keeps_exit_status_and_stderr() -> None:
@@ -278,7 +270,7 @@ _START = re.compile(
 )
 
 
-class FakeGuest:
+class FakeGuest(GuestShell):
     """The guest's files, and one background p2pctl that ``Held.start`` launches.
 
     The process prints ``before`` at once, its ``holding`` line after ``polls_to_hold`` reads
@@ -407,27 +399,14 @@ class FakeGuest:
             return result(command)
         raise AssertionError(f"unexpected guest command: {command}")
 
-    def run_check(
-        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
-    ) -> CommandResult:
-        res = self.run(command, timeout=timeout, stdin=stdin)
-        if not res.ok:
-            raise GuestCommandError(command, res.exitcode, res.stdout, res.stderr)
-        return res
 
-
-class NoGuest:
+class NoGuest(GuestShell):
     """A shell that must not be used."""
 
     def run(
         self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
     ) -> CommandResult:
         raise AssertionError(f"no guest command expected, got {command!r}")
-
-    def run_check(
-        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
-    ) -> CommandResult:
-        return self.run(command, timeout=timeout, stdin=stdin)
 
 
 DMA_GONE = (

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import GuestCommandError
-from testbed.guest.ssh import COMMAND_TIMEOUT, CommandResult
+from testbed.guest.ssh import COMMAND_TIMEOUT, CommandResult, GuestShell
 from testbed.p2p import debugfs
 from testbed.p2p.debugfs import Event, module_refcount, parse_counters, parse_events
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "p2p"
 
 
-class FileShell:
+class FileShell(GuestShell):
     """``cat PATH`` answers from a dict; anything else is a test error."""
 
     def __init__(self, files: dict[str, str]) -> None:
@@ -35,14 +35,6 @@ class FileShell:
         if path not in self.files:
             return CommandResult(command, 1, "", f"cat: can't open '{path}'\n", 0.0)
         return CommandResult(command, 0, self.files[path], "", 0.0)
-
-    def run_check(
-        self, command: str, *, timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None
-    ) -> CommandResult:
-        res = self.run(command, timeout=timeout, stdin=stdin)
-        if not res.ok:
-            raise GuestCommandError(command, res.exitcode, res.stdout, res.stderr)
-        return res
 
 
 # ---- counters --------------------------------------------------------------------------------
