@@ -50,9 +50,11 @@ def backing_file(backing_dir: Path, dev: DeviceInstance) -> Path:
 
 
 def _props(props: dict[str, str]) -> str:
+    # The schema rejects commas in names and values (testbed.config.schema.check_properties);
+    # this is the last line of defence for values built in code.
     for key, value in props.items():
-        if "," in value:
-            raise ValueError(f"property {key}={value!r}: commas are not allowed here")
+        if "," in key or "=" in key or "," in value:
+            raise ValueError(f"property {key}={value!r}: ',' and '=' would inject options")
     return ",".join(f"{k}={v}" for k, v in props.items())
 
 
