@@ -10,7 +10,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from testbed.cli.common import accel_from, add_kernel_options, kernel_from
+from testbed.cli.common import (
+    accel_from,
+    add_boot_options,
+    add_kernel_options,
+    boot_timeout_from,
+    kernel_from,
+)
 from testbed.devices.registry import load_machine, machine_names
 from testbed.p2p.payload import payload
 from testbed.qemu.machine import Machine
@@ -41,6 +47,7 @@ def add_parser(sub: Any) -> None:
         help="do not load the P2P exporter/importer modules and p2pctl",
     )
     add_kernel_options(p)
+    add_boot_options(p)
     p.set_defaults(func=main)
 
 
@@ -52,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _term_as_interrupt)
     machine = load_machine(args.machine)  # the cheap checks first: a typo fails at once
     kernel = kernel_from(args)
-    kwargs: dict[str, Any] = {"accel": accel_from(args)}
+    kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
     if not args.no_p2p:
         kwargs.update(payload(kernel).machine_kwargs())
     with tempfile.TemporaryDirectory(prefix="p2p-testbed-boot-") as tmp:

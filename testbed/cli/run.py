@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from testbed import paths
-from testbed.cli.common import add_kernel_options
+from testbed.cli.common import add_boot_options, add_kernel_options
 
 SUITE = paths.PROJECT_ROOT / "tests" / "p2p"
 _CLAIM = re.compile(r"claim(\d+)")
@@ -91,6 +91,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--keep-artifacts", action="store_true", help="keep them for passes too")
     add_kernel_options(p)
+    add_boot_options(p)
     p.set_defaults(func=main)
 
 
@@ -102,10 +103,10 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--junitxml={args.junit}")
     if args.keyword:
         argv += ["-k", args.keyword]
-    for option in ("kernel", "modules", "build", "accel"):
-        value = getattr(args, option)
+    for option in ("kernel", "modules", "build", "accel", "boot_timeout"):
+        value = getattr(args, option, None)
         if value is not None:
-            argv.append(f"--testbed-{option}={value}")
+            argv.append(f"--testbed-{option.replace('_', '-')}={value}")
     return argv
 
 

@@ -10,6 +10,7 @@ import pytest
 from testbed.config.schema import Accel
 from testbed.kernel import kernel_under_test
 from testbed.kernel.image import Kernel
+from testbed.qemu.machine import BOOT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Settings:
     accel: Accel | None  #: None: what each machine's YAML says (``auto`` by default)
     artifacts: Path
     keep_artifacts: bool
+    boot_timeout: float = BOOT_TIMEOUT  #: seconds a machine may take to boot
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -49,6 +51,13 @@ def add_options(parser: pytest.Parser) -> None:
         "--testbed-accel",
         choices=[a.value for a in Accel],
         help="auto: probe KVM with a bounded boot, fall back to TCG; kvm/tcg: force",
+    )
+    group.addoption(
+        "--testbed-boot-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=BOOT_TIMEOUT,
+        help="seconds a guest may take to boot (default: %(default)g; a panic ends it at once)",
     )
     group.addoption(
         "--testbed-artifacts",
@@ -84,4 +93,11 @@ def _parse(config: pytest.Config) -> Settings:
         accel=Accel(accel) if accel else None,
         artifacts=Path(config.getoption("--testbed-artifacts")).absolute(),
         keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
+        boot_timeout=_positive(config.getoption("--testbed-boot-timeout")),
     )
+
+
+def _positive(seconds: float) -> float:
+    if not seconds > 0:
+        raise pytest.UsageError(f"--testbed-boot-timeout must be positive, got {seconds:g}")
+    return float(seconds)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -40,8 +41,8 @@ from testbed.errors import (
     MachineDied,
     TestbedError,
 )
-from testbed.guest import keys
-from testbed.guest.console import MarkerWatch
+from testbed.guest import console, keys
+from testbed.guest.console import MarkerWatch, Problem
 from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
 from testbed.guest.ssh import SSHShell
 from testbed.kernel.image import Kernel
@@ -56,6 +57,8 @@ SSH_READY_MARKER = "testbed-guest: sshd ready"
 READY_MARKER = "testbed-guest: ready"
 INSMOD_FAILED = "testbed-guest: insmod"
 INIT_MARKER = accel_mod.INIT_MARKER
+#: How long a boot may take, to the guest's "ready" line (``--boot-timeout``).
+BOOT_TIMEOUT = 180.0
 _USERNET_RE = re.compile(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22\b")
 
 
@@ -69,7 +72,7 @@ class Machine:
         run_dir: Path,
         *,
         accel: Accel | None = None,
-        boot_timeout: float = 180.0,
+        boot_timeout: float = BOOT_TIMEOUT,
         kernel_args: Sequence[str] = (),
         guest_modules: Sequence[Path] = (),
         guest_files: Sequence[GuestFile] = (),
@@ -167,7 +170,10 @@ class Machine:
     def start(self) -> None:
         t0 = time.monotonic()
         deadline = Deadline(self.boot_timeout, f"booting machine {self.spec.name!r}")
+        # The run folder holds what an untrusted kernel wrote (console, BAR contents): ours
+        # only. QEMU would create the BAR files 0644; created here first, they stay 0600.
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o700)
         self.private_dir = Path(tempfile.mkdtemp(prefix="p2p-testbed-"))  # mode 0700
         self._reaper.remove_on_exit(self.private_dir)
         for dev in self.spec.devices:
@@ -175,6 +181,7 @@ class Machine:
                 path = cmdline.backing_file(self.run_dir, dev)
                 path.unlink(missing_ok=True)
                 self._reaper.remove_on_exit(path)
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
         (self.run_dir / "kernel.json").write_text(self.kernel.manifest())
         base = self.base_initramfs()
@@ -218,7 +225,12 @@ class Machine:
             self._qmp.accept(deadline.sub(30, "QEMU start-up"), self.alive)
         except TestbedError as exc:
             raise proc.launch_error(f"QEMU did not start: {exc}") from exc
-        self.ssh_port = self._forwarded_port()
+        try:
+            self.ssh_port = self._forwarded_port()
+        except MachineDied:
+            proc.wait(2)  # QEMU went away under the monitor: say why if the console knows
+            self.check_alive()
+            raise
 
         self._wait_console(SSH_READY_MARKER, deadline)
         self.timings["sshd_ready_s"] = time.monotonic() - t_spawn
@@ -302,6 +314,14 @@ class Machine:
         if self.panicked():
             raise GuestPanic("the guest kernel panicked (GUEST_PANICKED)\n" + self._panic_excerpt())
         if self.process is not None and self.process.poll() is not None and not self._down:
+            early = console.check(self.console_text()).of(Problem.PANIC)
+            if early:
+                # panic=-1 + reboot=shutdown: a panic before pvpanic was loaded ends QEMU.
+                raise GuestPanic(
+                    "the guest kernel panicked before the pvpanic driver was loaded (QEMU "
+                    f"exited with code {self.process.poll()}); console "
+                    f"({self.console_log}):\n  " + "\n  ".join(early[0].excerpt)
+                )
             raise MachineDied(
                 f"QEMU exited with code {self.process.poll()}\n"
                 f"  QEMU said: {self.process.log_tail(5)}\n{self._console_tail()}"

@@ -69,6 +69,7 @@ def shared_p2p_machine(
         testbed_kernel,
         folder,
         accel=testbed_settings.accel,
+        boot_timeout=testbed_settings.boot_timeout,
         **p2p_payload.machine_kwargs(),
     )
     with machine:

@@ -290,9 +290,19 @@ def test_kernel_command_line_order() -> None:
 
 def test_ssh_port_forward_and_qmp() -> None:
     argv = build_argv(small_machine(), LAUNCH)
-    assert option_values(argv, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:10022-:22"]
+    # restrict=on: the guest reaches nothing on the host; the SSH forward still works
+    assert option_values(argv, "-netdev") == [
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:10022-:22"
+    ]
     assert option_values(argv, "-mon") == ["chardev=qmp,mode=control"]
     assert "panic=pause" in option_values(argv, "-action")
+
+
+def test_an_early_panic_ends_qemu() -> None:
+    """Before pvpanic loads, a panic reboots at once and the reboot ends QEMU."""
+    argv = build_argv(small_machine(), LAUNCH)
+    assert "panic=-1" in option_values(argv, "-append")[0].split()
+    assert "reboot=shutdown" in option_values(argv, "-action")
 
 
 def test_extra_args_come_last() -> None:
