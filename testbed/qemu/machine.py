@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 SSH_READY_MARKER = "testbed-guest: sshd ready"
 READY_MARKER = "testbed-guest: ready"
 INSMOD_FAILED = "testbed-guest: insmod"
+#: the driver core's words when a driver matched a device and its probe failed
+#: (``call_driver_probe`` in drivers/base/dd.c, Linux 6.1)
+PROBE_FAILED = re.compile(r"\S+: probe of \S+ failed with error -?\d+")
 INIT_MARKER = accel_mod.INIT_MARKER
 #: How long a boot may take, to the guest's "ready" line (``--boot-timeout``).
 BOOT_TIMEOUT = 180.0
@@ -77,6 +80,7 @@ class Machine:
         guest_modules: Sequence[Path] = (),
         guest_files: Sequence[GuestFile] = (),
         qemu: str | None = None,
+        qemu_args: Sequence[str] = (),
     ) -> None:
         self.definition = machine
         self.spec = machine.spec
@@ -89,6 +93,7 @@ class Machine:
             kernel=kernel, extra_modules=tuple(guest_modules), extra_files=tuple(guest_files)
         )
         self.qemu_binary = qemu or find_qemu()
+        self.qemu_args = tuple(qemu_args)  #: appended to QEMU's command line (experiments)
         self.accel: accel_mod.AccelChoice | None = None
         self.argv: list[str] = []
         self.private_dir: Path | None = None
@@ -211,6 +216,7 @@ class Machine:
             backing_dir=self.run_dir,
             kernel_args=self.kernel_args,
             name=f"testbed-{self.spec.name}",
+            extra_args=self.qemu_args,
         )
         self.argv = cmdline.build_argv(self.definition, launch)
         (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
@@ -246,13 +252,15 @@ class Machine:
         self.timings["boot_to_ssh_s"] = time.monotonic() - t0
         self._wait_console(READY_MARKER, deadline)
         self.timings["ready_s"] = time.monotonic() - t0
-        failed = [line for line in self.console_text().splitlines() if INSMOD_FAILED in line]
+        lines = self.console_text().splitlines()
+        failed = [line for line in lines if INSMOD_FAILED in line]
         if failed:
             raise GuestError(
                 "a guest module failed to load at boot:\n  "
                 + "\n  ".join(failed)
                 + f"\n{self._console_tail()}"
             )
+        self._check_drivers_bound(lines)
         if release != self.kernel.release:
             raise TestbedError(
                 f"the guest runs kernel {release!r}, expected {self.kernel.release!r}"
@@ -264,6 +272,39 @@ class Machine:
             self.accel.accel.value,
             self.ssh_port,
         )
+
+    def _check_drivers_bound(self, console_lines: list[str]) -> None:
+        """Raise if a guest driver loaded but did not take its device.
+
+        A probe that fails (a BAR the guest could not assign, say) leaves the machine as
+        useless as a module that did not load. The driver core prints only some failures
+        (``probe of ... failed with error``; -ENODEV and -ENXIO are debug messages), so the
+        binding itself is checked in sysfs: every device whose type names a guest module
+        that this machine loads must be bound to that driver.
+        """
+        from testbed.guest import pci
+
+        loaded = {m.name.removesuffix(".ko").replace("-", "_") for m in self.image.extra_modules}
+        expected = {
+            self.definition.type_of(dev).pci_id: module
+            for dev in self.spec.devices
+            if (module := self.definition.type_of(dev).guest_module) in loaded
+        }
+        printed = [line.strip() for line in console_lines if PROBE_FAILED.search(line)]
+        if not expected and not printed:
+            return
+        unbound = [
+            f"{dev.address} [{dev.pci_id}] has driver {dev.driver or 'none'}, expected "
+            f"{expected[dev.pci_id]}"
+            for dev in pci.list_devices(self.ssh)
+            if dev.pci_id in expected and dev.driver != expected[dev.pci_id]
+        ]
+        if unbound or printed:
+            raise GuestError(
+                "a guest driver failed to probe its device at boot:\n  "
+                + "\n  ".join(unbound + printed)
+                + f"\n{self._console_tail()}"
+            )
 
     def _forwarded_port(self) -> int:
         text = self.qmp.hmp("info usernet")

@@ -330,3 +330,31 @@ def test_boot_timeout_default_is_the_machines() -> None:
 
     assert boot_timeout_from(parser().parse_args(["boot"])) == BOOT_TIMEOUT
     assert boot_timeout_from(parser().parse_args(["boot", "--boot-timeout", "7"])) == 7.0
+
+
+# ---- interrupted runs ------------------------------------------------------------------------
+
+
+def test_a_test_stopped_after_its_setup_is_interrupted_not_passed() -> None:
+    c = Collector()
+    c.pytest_runtest_logstart(NODE, ("f", 1, "t"))
+    feed(c, NODE, ("setup", "passed", 0.5))  # the call never reported: the signal came
+    c.interrupted()
+    assert c.rows[NODE].result == "interrupted"
+    assert "(1 interrupted)" in table(list(c.rows.values()))
+
+
+def test_a_test_stopped_before_any_report_still_gets_a_row() -> None:
+    c = Collector()
+    c.pytest_runtest_logstart(NODE, ("f", 1, "t"))
+    c.interrupted()
+    assert c.rows[NODE].result == "interrupted"
+
+
+def test_finished_tests_are_not_marked_interrupted() -> None:
+    c = Collector()
+    c.pytest_runtest_logstart(NODE, ("f", 1, "t"))
+    feed(c, NODE, ("setup", "passed", 0.1), ("call", "passed", 1.0), ("teardown", "passed", 0.1))
+    c.pytest_runtest_logfinish(NODE, ("f", 1, "t"))
+    c.interrupted()
+    assert c.rows[NODE].result == "passed"

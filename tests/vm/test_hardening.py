@@ -8,17 +8,21 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testbed.errors import DeadlineExceeded, GuestPanic, GuestUnreachable
+from testbed.errors import DeadlineExceeded, GuestError, GuestPanic, GuestUnreachable
 from testbed.guest.console import Problem
+from testbed.kernel.image import Kernel
+from testbed.p2p.payload import payload
 from testbed.qemu.machine import Machine
 
 Factory = Callable[..., Machine]
@@ -143,3 +147,28 @@ def test_run_folder_is_0700_and_bar_files_0600(vm: Machine) -> None:
     backing = vm.backing_file("gpu-exporter")
     assert backing.stat().st_size == 64 << 20, "QEMU sized the file we created"
     assert stat.S_IMODE(backing.stat().st_mode) == 0o600
+
+
+# --- a driver that fails to probe fails the boot ---------------------------------------------
+
+
+def test_a_driver_probe_failure_fails_the_boot(
+    machine_factory: Factory, testbed_kernel: Kernel, tmp_path: Path
+) -> None:
+    """A 2G BAR on a CPU with 32 physical address bits: nothing above 4 GiB, so the guest
+    cannot assign the BAR, the exporter's probe fails (-ENODEV, which the driver core does
+    not print) and the machine must not be reported up. (The schema keeps real machines
+    within q35's 64-bit window, so the address space is shrunk instead of the BAR grown.)"""
+    machine = tmp_path / "big-bar.yaml"
+    machine.write_text(
+        "name: big-bar\nhotplug: acpi\ndevices:\n"
+        "  - id: gpu-exporter\n    type: gpu-exporter\n    bar-size: 2G\n"
+        "  - id: importer\n    type: importer\n"
+    )
+    with pytest.raises(GuestError, match="failed to probe its device at boot") as info:
+        machine_factory(
+            machine,
+            qemu_args=["-cpu", "max,phys-bits=32"],
+            **payload(testbed_kernel).machine_kwargs(),
+        )
+    assert re.search(r"\[1af4:1110\] has driver none, expected p2p_exporter", str(info.value))
