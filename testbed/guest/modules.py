@@ -160,7 +160,8 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
     if all(ko.is_file() for ko in result.modules):
         return result
 
-    out.mkdir(parents=True, exist_ok=True)
+    with paths.cache_writes(out, "the P2P guest modules"):
+        out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="p2p-modules-") as tmp:
         work = Path(tmp) / "p2p"
         for rel in files:
@@ -192,9 +193,10 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
                     output=output,
                     location=None,
                 )
-            fd, partial = tempfile.mkstemp(dir=out, prefix=f".{name}-")
-            os.close(fd)
-            shutil.copyfile(built, partial)
-            os.replace(partial, dest)
+            with paths.cache_writes(out, f"{name}.ko"):
+                fd, partial = tempfile.mkstemp(dir=out, prefix=f".{name}-")
+                os.close(fd)
+                shutil.copyfile(built, partial)
+                os.replace(partial, dest)
     log.info("built the P2P guest modules in %.1f s (%s)", time.monotonic() - started, out)
     return result
