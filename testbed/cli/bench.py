@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
 from testbed.qemu.machine import INIT_MARKER, Machine
-from testbed.qemu.process import QemuProcess
+from testbed.qemu.process import QemuProcess, reaped_tempdir
 
 TARGET_RATIO = 1.25
 
@@ -116,8 +115,7 @@ def main(args: argparse.Namespace) -> int:
     definition = load_machine(args.machine)
     kernel = kernel_from(args)
     samples: dict[str, list[float]] = {"bare_boot_s": [], "boot_to_ssh_s": [], "unplug_s": []}
-    with tempfile.TemporaryDirectory(prefix="p2p-testbed-bench-") as tmp:
-        folder = Path(tmp)
+    with reaped_tempdir("p2p-testbed-bench-") as folder:
         # A machine never started: it names the QEMU binary and builds the same initramfs
         # the testbed boots, which the bare boot then uses too.
         template = Machine(definition, kernel, folder / "template", accel=accel_from(args))

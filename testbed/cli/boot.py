@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,6 +19,7 @@ from testbed.cli.common import (
 from testbed.devices.registry import load_machine, machine_names
 from testbed.p2p.payload import payload
 from testbed.qemu.machine import Machine
+from testbed.qemu.process import reaped_tempdir
 
 
 def add_parser(sub: Any) -> None:
@@ -62,8 +62,9 @@ def main(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
     if not args.no_p2p:
         kwargs.update(payload(kernel).machine_kwargs())
-    with tempfile.TemporaryDirectory(prefix="p2p-testbed-boot-") as tmp:
-        run_dir = args.run_dir or Path(tmp)
+    # registered with the reaper: a SIGKILL during the boot leaves no folder behind either
+    with reaped_tempdir("p2p-testbed-boot-") as tmp:
+        run_dir = args.run_dir or tmp
         with Machine(machine, kernel, run_dir, **kwargs) as vm:
             info = vm.info()
             assert vm.accel is not None

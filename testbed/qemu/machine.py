@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +47,7 @@ from testbed.guest.ssh import SSHShell
 from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
-from testbed.qemu.process import QemuProcess, Reaper, find_qemu
+from testbed.qemu.process import QemuProcess, Reaper, find_qemu, new_reaped_dir
 from testbed.qemu.qmp import QMP
 
 log = logging.getLogger(__name__)
@@ -179,8 +178,7 @@ class Machine:
         # only. QEMU would create the BAR files 0644; created here first, they stay 0600.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o700)
-        self.private_dir = Path(tempfile.mkdtemp(prefix="p2p-testbed-"))  # mode 0700
-        self._reaper.remove_on_exit(self.private_dir)
+        self.private_dir = new_reaped_dir("p2p-testbed-")  # mode 0700
         for dev in self.spec.devices:
             if cmdline.backing_size(self.definition, dev) is not None:
                 path = cmdline.backing_file(self.run_dir, dev)
