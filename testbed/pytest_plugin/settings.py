@@ -20,6 +20,7 @@ class Settings:
     accel: Accel | None  #: None: what each machine's YAML says (``auto`` by default)
     artifacts: Path
     keep_artifacts: bool
+    p2p_src: Path | None = None  #: None: the checkout's qemu-devices/p2p/ (see build_p2p_modules)
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -62,6 +63,13 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         help="keep the artifact folders of passing tests too",
     )
+    group.addoption(
+        "--testbed-p2p-src",
+        metavar="DIR",
+        type=Path,
+        help="build the P2P guest drivers from DIR instead of qemu-devices/p2p/ "
+        "(testbed mutants points it at a patched copy)",
+    )
 
 
 _SETTINGS = pytest.StashKey[Settings]()
@@ -84,4 +92,5 @@ def _parse(config: pytest.Config) -> Settings:
         accel=Accel(accel) if accel else None,
         artifacts=Path(config.getoption("--testbed-artifacts")).absolute(),
         keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
+        p2p_src=config.getoption("--testbed-p2p-src"),
     )
