@@ -189,21 +189,27 @@ def short_test(nodeid: str) -> str:
     return nodeid.rsplit("::", maxsplit=1)[-1]
 
 
+def _status_cell(o: Outcome) -> str:
+    n = len(o.caught_by)
+    return o.status.value + (f" ({n} test{'s' if n > 1 else ''})" if n else "")
+
+
 def matrix(outcomes: Sequence[Outcome]) -> str:
     """A table: one row per mutant, one column per test that caught any mutant (``X``: it
     failed on that mutant), then the status; and a total line."""
     tests = sorted({t for o in outcomes for t in o.caught_by})
     columns = [f"T{i + 1}" for i in range(len(tests))]
+    statuses = [_status_cell(o) for o in outcomes]
     name_w = max([len("mutant"), *(len(o.mutant) for o in outcomes)])
-    head = ["mutant".ljust(name_w), *columns, "status", "seconds"]
+    status_w = max([len("status"), *(len(s) for s in statuses)])
+    head = ["mutant".ljust(name_w), *columns, "status".ljust(status_w), "seconds"]
     out = ["  ".join(head).rstrip()]
-    for o in outcomes:
+    for o, status in zip(outcomes, statuses, strict=True):
         cells = [
-            "X".center(len(c)) if t in o.caught_by else ".".center(len(c))
+            ("X" if t in o.caught_by else ".").ljust(len(c))
             for t, c in zip(tests, columns, strict=True)
         ]
-        status = o.status.value + (f" ({len(o.caught_by)} tests)" if o.caught_by else "")
-        row = [o.mutant.ljust(name_w), *cells, status, f"{o.seconds:.0f}"]
+        row = [o.mutant.ljust(name_w), *cells, status.ljust(status_w), f"{o.seconds:.0f}"]
         out.append("  ".join(row).rstrip())
     out.append("")
     out += [f"{c:>4} = {short_test(t)}" for c, t in zip(columns, tests, strict=True)]
