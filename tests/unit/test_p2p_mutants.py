@@ -189,3 +189,37 @@ def test_parse_junit_lists_failures_and_errors_once() -> None:
 def test_parse_junit_missing_or_broken_is_none(tmp_path: Path) -> None:
     assert mut.parse_junit(tmp_path / "nope.xml") is None
     assert mut.parse_junit(write(tmp_path, "bad.xml", "<testsuites><testcase")) is None
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_cli_builds_one_child_pytest_per_mutant_against_the_patched_copy(tmp_path: Path) -> None:
+    from testbed.cli import mutants as cli
+    from testbed.cli import parser
+
+    args = parser().parse_args(
+        [
+            "mutants",
+            "--only",
+            "04",
+            "--only",
+            "14-dereg-unmaps-twice",
+            "-k",
+            "claim4",
+            "--accel",
+            "tcg",
+            "--suite-timeout",
+            "60",
+        ]
+    )
+    assert args.func is cli.main and args.only == ["04", "14-dereg-unmaps-twice"]
+    assert args.suite_timeout == 60.0 and not args.no_baseline
+    argv = cli._suite_argv(args, tmp_path / "04-x", tmp_path / "tree")
+    assert argv[1:4] == ["-m", "pytest", str(cli.SUITE)]
+    assert f"--testbed-p2p-src={tmp_path / 'tree'}" in argv
+    assert f"--junitxml={tmp_path / '04-x' / 'junit.xml'}" in argv
+    assert f"--testbed-artifacts={tmp_path / '04-x' / 'tests'}" in argv
+    assert argv[-3:] == ["-k", "claim4", "--testbed-accel=tcg"]
+    baseline = cli._suite_argv(args, tmp_path / "baseline", None)
+    assert not any(a.startswith("--testbed-p2p-src") for a in baseline)
