@@ -134,8 +134,12 @@ def _make(kernel_build: Path, work: Path) -> subprocess.CompletedProcess[str]:
         ) from exc
 
 
-def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
+def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = None) -> P2PBuild:
     """Build (or find in the cache) the P2P guest modules for ``kernel``, and ``p2pctl``.
+
+    ``src`` is a directory laid out like ``qemu-devices/p2p/`` (the default): ``testbed
+    mutants`` builds patched copies this way. The cache key hashes the sources, so each
+    variant is built once and never mixed up with another.
 
     Raises :class:`ModuleBuildError` (a :class:`~testbed.errors.KernelError`) with the compiler
     output when the build fails, naming the source ``file:line`` of the first error.
@@ -145,7 +149,7 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
             f"kernel {kernel.describe()} has no build tree to compile guest modules against; "
             "pass --build DIR (or use the stock kernel, which brings its headers)"
         )
-    src = source_dir()
+    src = source_dir() if src is None else src.resolve()
     files = source_files(src)
     if not files:
         raise KernelError(f"{src}: no driver sources found (expected Makefile and *.c)")

@@ -22,6 +22,7 @@ class Settings:
     artifacts: Path
     keep_artifacts: bool
     boot_timeout: float = BOOT_TIMEOUT  #: seconds a machine may take to boot
+    p2p_src: Path | None = None  #: None: the checkout's qemu-devices/p2p/ (see build_p2p_modules)
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -71,6 +72,13 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         help="keep the artifact folders of passing tests too",
     )
+    group.addoption(
+        "--testbed-p2p-src",
+        metavar="DIR",
+        type=Path,
+        help="build the P2P guest drivers from DIR instead of qemu-devices/p2p/ "
+        "(testbed mutants points it at a patched copy)",
+    )
 
 
 _SETTINGS = pytest.StashKey[Settings]()
@@ -94,6 +102,7 @@ def _parse(config: pytest.Config) -> Settings:
         artifacts=Path(config.getoption("--testbed-artifacts")).absolute(),
         keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
         boot_timeout=_positive(config.getoption("--testbed-boot-timeout")),
+        p2p_src=config.getoption("--testbed-p2p-src"),
     )
 
 
