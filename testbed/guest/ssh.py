@@ -144,45 +144,9 @@ class SSHShell(GuestShell):
         seconds: a machine sets it to its own health check, so a guest that panics under a
         command ends the wait at once with :class:`GuestPanic`, not at ``timeout``.
         """
-        client = self._client
-        transport = client.get_transport() if client is not None else None
-        if transport is None or not transport.is_active():
-            raise GuestUnreachable("not connected to the guest")
-        start = time.monotonic()
-        deadline = Deadline(timeout, f"guest command {command!r}")
         out, err = bytearray(), bytearray()
-        try:
-            chan = transport.open_session(timeout=deadline.cap(30))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise GuestUnreachable(f"cannot open an SSH channel for {command!r}: {exc}") from exc
-        try:
-            chan.exec_command(command)
-            if stdin is not None:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            while True:
-                select.select([chan], [], [], deadline.cap(WATCH_INTERVAL))
-                while chan.recv_ready():
-                    out += chan.recv(1 << 16)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
-                if chan.exit_status_ready() and (chan.eof_received or chan.closed):
-                    break
-                if deadline.expired():
-                    raise DeadlineExceeded(
-                        f"guest command did not finish within {timeout:g} s: {command}"
-                    )
-                if self.watchdog is not None:
-                    self.watchdog()
-            while chan.recv_ready():
-                out += chan.recv(1 << 16)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(1 << 16)
-            code = chan.recv_exit_status()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise GuestUnreachable(f"SSH connection lost while running {command!r}: {exc}") from exc
-        finally:
-            chan.close()
+        start = time.monotonic()
+        code = self.stream(command, out.extend, err.extend, timeout=timeout, stdin=stdin)
         result = CommandResult(
             command,
             code,
@@ -193,6 +157,57 @@ class SSHShell(GuestShell):
         self.transcript.append(result)
         log.debug("guest$ %s -> %d (%.2f s)", command, code, result.seconds)
         return result
+
+    def stream(
+        self,
+        command: str,
+        on_stdout: Callable[[bytes], object],
+        on_stderr: Callable[[bytes], object],
+        *,
+        timeout: float = COMMAND_TIMEOUT,
+        stdin: bytes | None = None,
+    ) -> int:
+        """Run ``command`` like :meth:`run`, handing each chunk of its stdout and stderr to
+        ``on_stdout`` / ``on_stderr`` as it arrives; returns the exit status (-1 if the
+        command was killed by a signal and sshd reported no status)."""
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        if transport is None or not transport.is_active():
+            raise GuestUnreachable("not connected to the guest")
+        deadline = Deadline(timeout, f"guest command {command!r}")
+        try:
+            chan = transport.open_session(timeout=deadline.cap(30))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise GuestUnreachable(f"cannot open an SSH channel for {command!r}: {exc}") from exc
+
+        def drain() -> None:
+            while chan.recv_ready():
+                on_stdout(chan.recv(1 << 16))
+            while chan.recv_stderr_ready():
+                on_stderr(chan.recv_stderr(1 << 16))
+
+        try:
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                select.select([chan], [], [], deadline.cap(WATCH_INTERVAL))
+                drain()
+                if chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                    break
+                if deadline.expired():
+                    raise DeadlineExceeded(
+                        f"guest command did not finish within {timeout:g} s: {command}"
+                    )
+                if self.watchdog is not None:
+                    self.watchdog()
+            drain()
+            return chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise GuestUnreachable(f"SSH connection lost while running {command!r}: {exc}") from exc
+        finally:
+            chan.close()
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Create ``path`` in the guest with ``data`` (through ``cat``; no SFTP needed)."""

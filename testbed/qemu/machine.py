@@ -74,6 +74,7 @@ class Machine:
         guest_modules: Sequence[Path] = (),
         guest_files: Sequence[GuestFile] = (),
         qemu: str | None = None,
+        collect_dmesg: bool = True,
     ) -> None:
         self.definition = machine
         self.spec = machine.spec
@@ -101,6 +102,8 @@ class Machine:
         self._down = False
         self._base: Path | None = None
         self._reaper = Reaper.get()
+        #: fetch the guest's dmesg into ``run_dir`` on shutdown (one SSH command more)
+        self.collect_dmesg = collect_dmesg
 
     # -- context manager -------------------------------------------------------------------
 
@@ -328,7 +331,8 @@ class Machine:
             return
         self._down = True
         if self._ssh is not None:
-            self._collect_dmesg(self._ssh)
+            if self.collect_dmesg:
+                self._collect_dmesg(self._ssh)
             self._ssh.close()
             self._ssh = None
         if self.process is not None:
