@@ -11,14 +11,15 @@ import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pytest
+from typing import TYPE_CHECKING, Any
 
 from testbed import paths
 from testbed.cli.common import add_kernel_options
 
-SUITE = paths.PROJECT_ROOT / "tests" / "p2p"
+if TYPE_CHECKING:
+    import pytest
+
+SUITE = paths.suite_dir()
 _CLAIM = re.compile(r"claim(\d+)")
 
 
@@ -110,6 +111,8 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    import pytest
+
     collector = Collector()
     code = pytest.main(pytest_args(args), plugins=[collector])
     print()
