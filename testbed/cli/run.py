@@ -97,6 +97,9 @@ def add_parser(sub: Any) -> None:
 
 def pytest_args(args: argparse.Namespace) -> list[str]:
     argv = [str(SUITE), "-p", "no:cacheprovider", "-q", f"--testbed-artifacts={args.artifacts}"]
+    # What the checkout's pyproject.toml sets, for an installed suite that has no ini file:
+    # JUnit records the figures tests report with record_property.
+    argv += ["-o", "junit_family=xunit1"]
     if args.keep_artifacts:
         argv.append("--testbed-keep-artifacts")
     if args.junit:
