@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from testbed.kernel.image import Kernel
 from testbed.pytest_plugin.settings import Settings
@@ -222,3 +225,48 @@ def test_run_prints_the_claim_table_and_junit(tmp_path: Path, testbed_settings: 
     assert rows and rows[0][2] == "passed"
     assert "1/1 passed" in out.stdout
     assert 'name="test_claim2' in junit.read_text()
+
+
+def _built_tree() -> Path | None:
+    """A kernel tree built on this host, if any: $TESTBED_KERNEL_TREE, else the first tree
+    under /root or the testbed's cache whose bzImage matches its configured release."""
+    from testbed import paths
+    from testbed.errors import KernelError
+    from testbed.kernel.image import bzimage_release
+
+    named = os.environ.get("TESTBED_KERNEL_TREE")
+    candidates = [Path(named) / "arch/x86/boot/bzImage"] if named else []
+    for base in (Path("/root"), paths.cache_dir()):
+        for depth in ("*", "*/*", "*/*/*"):
+            candidates += sorted(base.glob(f"{depth}/arch/x86/boot/bzImage"))
+    for image in candidates:
+        tree = image.parents[3]
+        try:
+            configured = (tree / "include/config/kernel.release").read_text().strip()
+            if image.is_file() and bzimage_release(image) == configured:
+                return tree
+        except (OSError, KernelError):
+            continue
+    return None
+
+
+def test_exec_boots_a_built_kernel_tree(testbed_settings: Settings, tmp_path: Path) -> None:
+    """``cd linux && testbed exec --kernel . -- ...`` after ``make``."""
+    tree = _built_tree()
+    if tree is None:
+        pytest.skip(
+            "no built kernel tree on this host (set TESTBED_KERNEL_TREE, or build one under "
+            "/root); tests/unit/test_kernel_tree.py covers the logic on a fake tree"
+        )
+    release = (tree / "include/config/kernel.release").read_text().strip()
+    out = subprocess.run(
+        [TESTBED, "exec", "--no-p2p", "--kernel", ".", *_accel(testbed_settings), "--",
+         "uname -r"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == release
