@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from importlib import metadata
+from typing import Any
 
 from testbed.cli import bench, boot, doctor, execute, kernel, run
 from testbed.errors import TestbedError
@@ -24,16 +24,27 @@ log = logging.getLogger("testbed")
 COMMANDS = (run, execute, boot, kernel, doctor, bench)
 
 
+class _Version(argparse.Action):
+    """``--version``, reading the installed distribution's metadata only when asked (the
+    import costs ~50 ms on every command otherwise)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("p2p-testbed")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        print(f"p2p-testbed {version}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="testbed",
         description="QEMU-backed virtual PCI testbed for device peer-to-peer memory and hot-unplug",
     )
-    try:
-        version = metadata.version("p2p-testbed")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    p.add_argument("--version", action="version", version=f"p2p-testbed {version}")
+    p.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

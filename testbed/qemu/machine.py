@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.config.schema import Accel
 from testbed.deadline import Deadline, wait_for
@@ -43,12 +43,14 @@ from testbed.errors import (
 from testbed.guest import keys
 from testbed.guest.console import MarkerWatch
 from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
-from testbed.guest.ssh import SSHShell
 from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
 from testbed.qemu.process import QemuProcess, Reaper, find_qemu
 from testbed.qemu.qmp import QMP
+
+if TYPE_CHECKING:
+    from testbed.guest.ssh import SSHShell
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,9 @@ class Machine:
         except TestbedError as exc:
             raise proc.launch_error(f"QEMU did not start: {exc}") from exc
         self.ssh_port = self._forwarded_port()
+        # The SSH client (paramiko, ~0.1 s to import) loads here, while the guest boots, rather
+        # than before QEMU starts: every command pays for what lies before the spawn.
+        from testbed.guest.ssh import SSHShell
 
         self._wait_console(SSH_READY_MARKER, deadline)
         self.timings["sshd_ready_s"] = time.monotonic() - t_spawn
