@@ -15,6 +15,8 @@ echo "== mypy (strict)"
 for suite in tests/unit tests/vm tests/p2p; do  # one run each: every suite has a conftest.py
     .venv/bin/mypy "$suite"
 done
+echo "== CI templates (schemas)"
+ci/check-templates.sh
 echo "== pytest"
 rc=0
 .venv/bin/pytest -p no:cacheprovider --strict-markers --durations=10 "$@" || rc=$?
