@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
         help="manage kernels: 'update' looks up and fetches the current stock kernel",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    actions = p.add_subparsers(dest="kernel_action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True)
     update = actions.add_parser(
         "update",
         help="ask apt for the current Debian stock kernel, fetch it if new, remember it",
