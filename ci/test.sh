@@ -1,6 +1,7 @@
 #!/bin/sh
 # The project's own checks: lint, types, then every test (unit tests of the pure logic, then
-# the tests that boot real QEMU guests, then the reference P2P suite).
+# the tests that boot real QEMU guests, then the reference P2P suite), then the installed
+# wheel (ci/wheel-test.sh).
 #
 #   ci/test.sh [PYTEST ARGS...]     e.g. ci/test.sh -k unplug --testbed-keep-artifacts
 set -eu
@@ -14,6 +15,8 @@ echo "== mypy (strict)"
 for suite in tests/unit tests/vm tests/p2p; do  # one run each: every suite has a conftest.py
     .venv/bin/mypy "$suite"
 done
+echo "== CI templates (schemas)"
+ci/check-templates.sh
 echo "== pytest"
 rc=0
 .venv/bin/pytest -p no:cacheprovider --strict-markers --durations=10 "$@" || rc=$?
@@ -21,4 +24,6 @@ if [ "$rc" -eq 5 ]; then
     echo "ci/test.sh: pytest collected no tests; that is a failure here" >&2
     exit 1
 fi
+echo "== wheel: build, install into a fresh venv, run from an empty folder (~1 min)"
+ci/wheel-test.sh || rc=$?
 exit "$rc"

@@ -10,7 +10,10 @@ The package is layered so that a newcomer can guess where a thing lives:
 - :mod:`testbed.guest` -- initramfs, SSH, serial-console health;
 - :mod:`testbed.pytest_plugin` -- fixtures that hand a booted machine to a test.
 
-Keep this module import-light: :mod:`testbed.qemu.reaper` runs as a separate process.
+Keep this module import-light: every ``testbed`` command imports it first.
+
+PYTEST_DONT_REWRITE: pytest would rewrite the asserts of an installed plugin's package, but
+``testbed run`` imports this package before pytest starts; there are no test asserts here.
 """
 
 __version__ = "0.1.0"

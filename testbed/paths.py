@@ -1,7 +1,10 @@
 """Where the testbed finds its data and keeps its caches.
 
-- the project's data (device definitions, machine specs, guest drivers, config fragments) lives
-  in the checkout next to the package: ``qemu-devices/`` and ``guest-kernel-config/``;
+- the project's data -- device definitions and machine specs (``qemu-devices/``, with the P2P
+  guest drivers), kernel config fragments (``guest-kernel-config/``) and the reference suite
+  (``tests/p2p/``) -- lives at the top of a checkout, next to the package. An installed wheel
+  carries the same folders inside the package, under ``testbed/_data/`` (the build maps them
+  there; see ``setup.py``), and :func:`data_root` picks whichever exists;
 - caches live under ``$XDG_CACHE_HOME/p2p-testbed`` (default ``~/.cache/p2p-testbed``), each
   entry keyed by a content hash, so a cache is never stale, only unused.
 """
@@ -16,17 +19,34 @@ from pathlib import Path
 
 from testbed.errors import CacheError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: The checkout holding the package (meaningful only when running from a checkout).
+PROJECT_ROOT = PACKAGE_DIR.parent
+#: Where a wheel puts the project's data folders.
+PACKAGED_DATA = PACKAGE_DIR / "_data"
+#: The folders, relative to the checkout, that a wheel carries under :data:`PACKAGED_DATA`.
+DATA_FOLDERS = ("qemu-devices", "guest-kernel-config", "tests/p2p")
+
+
+def data_root() -> Path:
+    """The folder holding ``qemu-devices/``, ``guest-kernel-config/`` and ``tests/p2p/``: the
+    installed package's data if there is any, else the checkout."""
+    return PACKAGED_DATA if PACKAGED_DATA.is_dir() else PROJECT_ROOT
 
 
 def devices_dir() -> Path:
     """``qemu-devices/``: one folder per emulated device, plus ``machines/``."""
-    return Path(os.environ.get("TESTBED_DEVICES_DIR", PROJECT_ROOT / "qemu-devices"))
+    return Path(os.environ.get("TESTBED_DEVICES_DIR", data_root() / "qemu-devices"))
 
 
 def kernel_config_dir() -> Path:
     """``guest-kernel-config/``: config fragments and patch series."""
-    return PROJECT_ROOT / "guest-kernel-config"
+    return data_root() / "guest-kernel-config"
+
+
+def suite_dir() -> Path:
+    """``tests/p2p/``: the reference suite ``testbed run`` runs."""
+    return data_root() / "tests" / "p2p"
 
 
 def cache_dir() -> Path:

@@ -1,8 +1,11 @@
-"""The ``testbed`` command: ``boot``, ``doctor``, ``bench``, ``run``, ``mutants``.
+"""The ``testbed`` command: ``run``, ``exec``, ``boot``, ``kernel``, ``doctor``, ``bench``,
+``mutants``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``main(args) -> int``; errors from the testbed's tree end the command with their message and
-exit code 2 (no traceback unless ``-v``), Ctrl-C with 130 after cleaning up.
+exit code 2 (no traceback unless ``-v``), Ctrl-C with 130 after cleaning up. Command modules
+import what they need to act inside ``main``, so that a command pays only for its own imports
+(``testbed exec`` is timed from process start; see ``testbed bench``).
 """
 
 from __future__ import annotations
@@ -11,15 +14,30 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from importlib import metadata
+from typing import Any
 
-from testbed.cli import bench, boot, doctor, mutants, run
+from testbed.cli import bench, boot, doctor, execute, kernel, mutants, run
 from testbed.errors import TestbedError
 from testbed.log import setup_cli_logging
 
 log = logging.getLogger("testbed")
 
-COMMANDS = (run, boot, doctor, bench, mutants)
+COMMANDS = (run, execute, boot, kernel, doctor, bench, mutants)
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the installed distribution's metadata only when asked (the
+    import costs ~50 ms on every command otherwise)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("p2p-testbed")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        print(f"p2p-testbed {version}")
+        parser.exit()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,11 +45,7 @@ def parser() -> argparse.ArgumentParser:
         prog="testbed",
         description="QEMU-backed virtual PCI testbed for device peer-to-peer memory and hot-unplug",
     )
-    try:
-        version = metadata.version("p2p-testbed")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    p.add_argument("--version", action="version", version=f"p2p-testbed {version}")
+    p.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

@@ -1,14 +1,26 @@
-"""``testbed bench``: how much the testbed adds to a bare QEMU boot, and how fast unplug is.
+"""``testbed bench``: what the testbed costs a user on top of a bare QEMU boot, and unplug latency.
 
-Every figure is measured in the same run as its baseline, runs interleaved, medians reported:
+Every figure is measured in the same run as its baseline, runs interleaved, medians reported.
 
-- ``bare_boot_s``: a plain QEMU (no devices, no QMP, no network) booting the same kernel and
-  the same initramfs, from spawn to the guest's "init reached" line on the serial console;
-- ``boot_to_ssh_s``: from the testbed starting a machine (image, accelerator, keys, QEMU,
-  QMP) to the first SSH command that succeeded in the guest -- measured conservatively, when
-  the machine's context manager returns, which also waits for the guest's "ready" line;
-- ``ratio``: ``boot_to_ssh_s / bare_boot_s`` per run (each testbed boot right after its bare
-  boot), median over the runs (target: at most 1.25 under TCG); ``ratio_of_medians`` too;
+What a user waits for (the headline):
+
+- ``exec_s``: the whole ``testbed exec -- true`` process, from spawning it to its exit: Python
+  start-up, finding the kernel, building or finding the guest image, booting the machine with
+  its devices and drivers, running ``true`` over SSH and shutting down;
+- ``bare_s``: the floor: a plain QEMU process (no devices, no QMP, no network) booting the same
+  kernel into a busybox initramfs whose init powers off at once, from spawn to exit;
+- ``exec_ratio``: ``exec_s / bare_s`` per run (each exec right after its own bare boot), median
+  over the runs (target: at most 1.25); ``exec_ratio_of_medians`` too;
+- ``vng_s``, ``vng_ratio`` (``--vng``): virtme-ng's ``vng --run <image> -- true`` on the same
+  kernel, timed the same way, as a comparison.
+
+Inside one process (the second line):
+
+- ``bare_boot_s``: the plain QEMU booting the testbed's own initramfs, from spawn to the
+  guest's "init reached" line on the serial console;
+- ``boot_to_ssh_s``: from the testbed starting a machine (image, accelerator, keys, QEMU, QMP)
+  to the first SSH command that succeeded in the guest, taken when the machine's context
+  manager returns (which also waits for the guest's "ready" line); ``ratio`` as above;
 - ``unplug_s``: ``device_del`` of the GPU exporter, to QMP ``DEVICE_DELETED``, to the guest
   confirming over SSH that the device left its PCI bus.
 """
@@ -17,34 +29,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.cli.common import accel_from, add_kernel_options, kernel_from
-from testbed.config.schema import Accel
-from testbed.deadline import Deadline, wait_for
-from testbed.devices import hotplug
-from testbed.devices.registry import Machine as MachineDef
-from testbed.devices.registry import load_machine
-from testbed.errors import TestbedError
-from testbed.guest import pci
-from testbed.guest.console import MarkerWatch
-from testbed.kernel.image import Kernel
-from testbed.qemu import accel as accel_mod
-from testbed.qemu import cmdline
-from testbed.qemu.machine import INIT_MARKER, Machine
-from testbed.qemu.process import QemuProcess, reaped_tempdir
+
+if TYPE_CHECKING:
+    from testbed.config.schema import Accel
+    from testbed.devices.registry import Machine as MachineDef
+    from testbed.kernel.image import Kernel
 
 TARGET_RATIO = 1.25
+#: A bound on each timed process; a healthy one takes seconds.
+PROCESS_TIMEOUT = 180.0
+#: The floor's init: power off as soon as the kernel hands over to userspace.
+POWEROFF_INIT = b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n"
 
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "bench",
-        help="measure boot overhead against a bare QEMU boot, and unplug latency",
+        help="measure what a command costs against a bare QEMU boot, and unplug latency",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,14 +65,120 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--device", default="gpu-exporter", help="device id to unplug (default: %(default)s)"
     )
+    p.add_argument(
+        "--vng",
+        metavar="PATH",
+        nargs="?",
+        const="vng",
+        help="also time virtme-ng's 'vng --run IMAGE -- true' (PATH: the vng program)",
+    )
+    p.add_argument(
+        "--no-in-process",
+        action="store_true",
+        help="skip the in-process figures (bare_boot_s, boot_to_ssh_s, ratio, unplug_s)",
+    )
     add_kernel_options(p)
     p.set_defaults(func=main)
+
+
+# --- whole processes ------------------------------------------------------------------------
+
+
+def poweroff_initramfs(dest: Path) -> Path:
+    """A busybox initramfs whose ``/init`` powers the machine off: the bare floor's guest."""
+    from testbed.guest.cpio import CpioWriter
+    from testbed.guest.initramfs import BUSYBOX
+
+    with dest.open("wb") as out:
+        writer = CpioWriter(out)
+        writer.directory("/bin")
+        writer.file("/bin/busybox", BUSYBOX.read_bytes(), 0o755)
+        writer.file("/init", POWEROFF_INIT, 0o755)
+        writer.close()
+    return dest
+
+
+def timed_process(argv: list[str], log: Path, what: str) -> float:
+    """Seconds from spawning ``argv`` to its exit; raises unless it exits with status 0."""
+    from testbed.errors import TestbedError
+
+    start = time.monotonic()
+    with log.open("wb") as out:
+        try:
+            proc = subprocess.run(
+                argv,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=PROCESS_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TestbedError(f"{what} did not finish within {PROCESS_TIMEOUT:g} s") from exc
+        except OSError as exc:
+            raise TestbedError(f"cannot run {what}: {argv[0]}: {exc.strerror}") from exc
+    took = time.monotonic() - start
+    if proc.returncode != 0:
+        tail = "\n  ".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise TestbedError(f"{what} exited with {proc.returncode}: {' '.join(argv)}\n  {tail}")
+    return took
+
+
+def testbed_argv(args: argparse.Namespace) -> list[str]:
+    """The ``testbed`` command as a user runs it: the console script next to this Python."""
+    script = Path(sys.executable).parent / "testbed"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from testbed.cli import main; sys.exit(main())"]
+
+
+def exec_argv(args: argparse.Namespace) -> list[str]:
+    argv = [*testbed_argv(args), "exec", "--machine", args.machine]
+    for option in ("kernel", "modules", "build", "accel"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--{option}", str(value)]
+    return [*argv, "--", "true"]
+
+
+def bare_poweroff_argv(
+    definition: MachineDef, kernel: Kernel, initrd: Path, accel: Accel, qemu: str, folder: Path
+) -> list[str]:
+    from testbed.qemu import cmdline
+
+    return [
+        *cmdline.bare_argv(
+            qemu,
+            accel,
+            kernel.image,
+            initrd,
+            folder / "bare-console.log",
+            memory=definition.spec.memory,
+            cpus=definition.spec.cpus,
+            cpu_model=definition.spec.cpu_model,
+            kernel_args=definition.spec.kernel_args,
+        ),
+        "-no-reboot",
+    ]
+
+
+def vng_argv(vng: str, kernel: Kernel) -> list[str]:
+    return [vng, "--run", str(kernel.image), "--", "true"]
+
+
+# --- inside one process -----------------------------------------------------------------------
 
 
 def bare_boot(
     definition: MachineDef, kernel: Kernel, initrd: Path, accel: Accel, qemu: str, folder: Path
 ) -> float:
     """Seconds from spawning a plain QEMU to the guest's init printing its first line."""
+    from testbed.deadline import Deadline, wait_for
+    from testbed.guest.console import MarkerWatch
+    from testbed.qemu import cmdline
+    from testbed.qemu.machine import INIT_MARKER
+    from testbed.qemu.process import QemuProcess
+
     console = folder / "bare-console.log"
     console.unlink(missing_ok=True)
     argv = cmdline.bare_argv(
@@ -97,6 +214,12 @@ def testbed_boot_and_unplug(
     definition: MachineDef, kernel: Kernel, accel: Accel, folder: Path, device_id: str
 ) -> tuple[float, float]:
     """``boot_to_ssh_s`` and ``unplug_s`` of one testbed machine."""
+    from testbed.deadline import Deadline
+    from testbed.devices import hotplug
+    from testbed.errors import TestbedError
+    from testbed.guest import pci
+    from testbed.qemu.machine import Machine
+
     start = time.monotonic()
     with Machine(definition, kernel, folder / "machine", accel=accel) as vm:
         boot = time.monotonic() - start
@@ -111,32 +234,71 @@ def testbed_boot_and_unplug(
     return boot, unplug
 
 
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+def _paired_ratio(base: list[float], other: list[float]) -> float:
+    return round(statistics.median(b / a for a, b in zip(base, other, strict=True)), 3)
+
+
 def main(args: argparse.Namespace) -> int:
+    from testbed.devices.registry import load_machine
+    from testbed.errors import DependencyError
+    from testbed.qemu import accel as accel_mod
+    from testbed.qemu.machine import Machine
+    from testbed.qemu.process import reaped_tempdir
+
     definition = load_machine(args.machine)
     kernel = kernel_from(args)
-    samples: dict[str, list[float]] = {"bare_boot_s": [], "boot_to_ssh_s": [], "unplug_s": []}
+    vng = None
+    if args.vng:
+        vng = shutil.which(args.vng)
+        if vng is None:
+            raise DependencyError(f"--vng: {args.vng!r} not found (pip install virtme-ng)")
+    keys = ["bare_s", "exec_s"] + (["vng_s"] if vng else [])
+    if not args.no_in_process:
+        keys += ["bare_boot_s", "boot_to_ssh_s", "unplug_s"]
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    # registered with the reaper: a SIGKILL mid-benchmark leaves no folder behind
     with reaped_tempdir("p2p-testbed-bench-") as folder:
         # A machine never started: it names the QEMU binary and builds the same initramfs
-        # the testbed boots, which the bare boot then uses too.
+        # the testbed boots, which the in-process bare boot then uses too.
         template = Machine(definition, kernel, folder / "template", accel=accel_from(args))
         initrd = template.base_initramfs()
         qemu = template.qemu_binary
         choice = accel_mod.choose(template.requested_accel, qemu, kernel.image, initrd)
-        # One untimed boot each to warm the page cache and the testbed's caches.
-        bare_boot(definition, kernel, initrd, choice.accel, qemu, folder)
-        testbed_boot_and_unplug(definition, kernel, choice.accel, folder, args.device)
+        floor = bare_poweroff_argv(
+            definition, kernel, poweroff_initramfs(folder / "poweroff.cpio"), choice.accel,
+            qemu, folder,
+        )  # fmt: skip
+        if args.accel is None:
+            args.accel = choice.accel.value  # the exec children use the same verdict
+        whole = {"bare_s": floor, "exec_s": exec_argv(args)}
+        if vng:
+            whole["vng_s"] = vng_argv(vng, kernel)
+
+        def one_round() -> dict[str, float]:
+            got = {
+                key: timed_process(argv, folder / f"{key}.log", key) for key, argv in whole.items()
+            }
+            if not args.no_in_process:
+                got["bare_boot_s"] = bare_boot(
+                    definition, kernel, initrd, choice.accel, qemu, folder
+                )
+                got["boot_to_ssh_s"], got["unplug_s"] = testbed_boot_and_unplug(
+                    definition, kernel, choice.accel, folder, args.device
+                )
+            return got
+
+        one_round()  # untimed: warms the page cache and the testbed's caches
         for run in range(args.runs):
-            bare = bare_boot(definition, kernel, initrd, choice.accel, qemu, folder)
-            boot, unplug = testbed_boot_and_unplug(
-                definition, kernel, choice.accel, folder, args.device
-            )
-            samples["bare_boot_s"].append(bare)
-            samples["boot_to_ssh_s"].append(boot)
-            samples["unplug_s"].append(unplug)
+            got = one_round()
+            for key, value in got.items():
+                samples[key].append(value)
             if not args.json:
                 print(
-                    f"run {run + 1}/{args.runs}: bare {bare:.2f} s, to ssh {boot:.2f} s, "
-                    f"unplug {unplug:.2f} s",
+                    f"run {run + 1}/{args.runs}: "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in got.items()),
                     file=sys.stderr,
                 )
     medians = {k: statistics.median(v) for k, v in samples.items()}
@@ -148,21 +310,32 @@ def main(args: argparse.Namespace) -> int:
         "hotplug": definition.spec.hotplug.value,
         "runs": args.runs,
         **{k: round(v, 3) for k, v in medians.items()},
-        # Each testbed boot runs right after its own bare boot; the median of those paired
+        # Each figure is taken right after its own bare boot; the median of those paired
         # ratios is steadier on a shared machine than the ratio of the two medians.
-        "ratio": round(
-            statistics.median(
-                b / a for a, b in zip(samples["bare_boot_s"], samples["boot_to_ssh_s"], strict=True)
-            ),
-            3,
-        ),
-        "ratio_of_medians": round(medians["boot_to_ssh_s"] / medians["bare_boot_s"], 3),
+        "exec_ratio": _paired_ratio(samples["bare_s"], samples["exec_s"]),
+        "exec_ratio_of_medians": round(medians["exec_s"] / medians["bare_s"], 3),
         "target_ratio": TARGET_RATIO,
-        "samples": {k: [round(x, 3) for x in v] for k, v in samples.items()},
     }
+    if vng:
+        result["vng_ratio"] = _paired_ratio(samples["bare_s"], samples["vng_s"])
+        result["exec_vs_vng"] = _paired_ratio(samples["exec_s"], samples["vng_s"])
+    if not args.no_in_process:
+        result["ratio"] = _paired_ratio(samples["bare_boot_s"], samples["boot_to_ssh_s"])
+        result["ratio_of_medians"] = round(medians["boot_to_ssh_s"] / medians["bare_boot_s"], 3)
+    result["samples"] = {k: [round(x, 3) for x in v] for k, v in samples.items()}
     if args.json:
         print(json.dumps(result))
     else:
-        for key in ("accel", "kernel", "bare_boot_s", "boot_to_ssh_s", "ratio", "unplug_s"):
-            print(f"{key:14} {result[key]}")
+        print(f"accel {result['accel']}, kernel {result['kernel']}, {args.runs} runs (medians)")
+        line = f"whole process: exec {result['exec_s']:.2f} s, bare {result['bare_s']:.2f} s"
+        line += f", exec_ratio {result['exec_ratio']:.3f} (target <= {TARGET_RATIO})"
+        if vng:
+            line += f"; vng {result['vng_s']:.2f} s, vng_ratio {result['vng_ratio']:.3f}"
+        print(line)
+        if not args.no_in_process:
+            print(
+                f"in process:    boot_to_ssh {result['boot_to_ssh_s']:.2f} s, bare_boot "
+                f"{result['bare_boot_s']:.2f} s, ratio {result['ratio']:.3f}; unplug "
+                f"{result['unplug_s']:.2f} s"
+            )
     return 0

@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.cli.common import (
     accel_from,
@@ -17,9 +17,11 @@ from testbed.cli.common import (
     kernel_from,
 )
 from testbed.devices.registry import load_machine, machine_names
-from testbed.p2p.payload import payload
-from testbed.qemu.machine import Machine
-from testbed.qemu.process import reaped_tempdir
+
+if TYPE_CHECKING:
+    from testbed.devices.registry import Machine as MachineDef
+    from testbed.kernel.image import Kernel
+    from testbed.qemu.machine import Machine
 
 
 def add_parser(sub: Any) -> None:
@@ -51,12 +53,41 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
-def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def term_as_interrupt() -> None:
+    """Make SIGTERM clean up like Ctrl-C (the machine's context manager shuts it down)."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def hold(vm: Machine, machine: MachineDef, kernel: Kernel) -> None:
+    """Print how to reach the running guest, then wait until Ctrl-C or until QEMU exits."""
+    info = vm.info()
+    assert vm.accel is not None
+    print(
+        f"machine {machine.spec.name!r} is up ({vm.accel.accel.value}; kernel "
+        f"{kernel.release}; {vm.timings['boot_to_ssh_s']:.1f} s)\n"
+        f"  ssh:      {info['ssh']}\n"
+        f"  QMP:      {info['qmp_socket']}  (e.g. qmp-shell, socat)\n"
+        f"  console:  {info['console_log']}\n"
+        f"  run dir:  {info['run_dir']}\n"
+        "Ctrl-C stops the machine.",
+        flush=True,
+    )
+    assert vm.process is not None
+    while vm.process.wait(1.0) is None:
+        vm.check_alive()
+    print(f"testbed: QEMU exited (code {vm.process.poll()})", file=sys.stderr)
+
+
 def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _term_as_interrupt)
+    from testbed.p2p.payload import payload
+    from testbed.qemu.machine import Machine
+    from testbed.qemu.process import reaped_tempdir
+
+    term_as_interrupt()
     machine = load_machine(args.machine)  # the cheap checks first: a typo fails at once
     kernel = kernel_from(args)
     kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
@@ -66,20 +97,5 @@ def main(args: argparse.Namespace) -> int:
     with reaped_tempdir("p2p-testbed-boot-") as tmp:
         run_dir = args.run_dir or tmp
         with Machine(machine, kernel, run_dir, **kwargs) as vm:
-            info = vm.info()
-            assert vm.accel is not None
-            print(
-                f"machine {machine.spec.name!r} is up ({vm.accel.accel.value}; kernel "
-                f"{kernel.release}; {vm.timings['boot_to_ssh_s']:.1f} s)\n"
-                f"  ssh:      {info['ssh']}\n"
-                f"  QMP:      {info['qmp_socket']}  (e.g. qmp-shell, socat)\n"
-                f"  console:  {info['console_log']}\n"
-                f"  run dir:  {info['run_dir']}\n"
-                "Ctrl-C stops the machine.",
-                flush=True,
-            )
-            assert vm.process is not None
-            while vm.process.wait(1.0) is None:
-                vm.check_alive()
-            print(f"testbed: QEMU exited (code {vm.process.poll()})", file=sys.stderr)
+            hold(vm, machine, kernel)
     return 0

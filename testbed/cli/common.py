@@ -13,7 +13,11 @@ from testbed.kernel.image import Kernel
 def add_kernel_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kernel and accelerator")
     g.add_argument(
-        "--kernel", metavar="BZIMAGE", type=Path, help="kernel image (default: Debian's stock one)"
+        "--kernel",
+        metavar="BZIMAGE|DIR",
+        type=Path,
+        help="kernel image, or a built kernel tree (e.g. '.' in linux/ after make; its modules "
+        "are installed into the cache); default: Debian's stock kernel",
     )
     g.add_argument("--modules", metavar="DIR", type=Path, help="lib/modules/<release> of --kernel")
     g.add_argument("--build", metavar="DIR", type=Path, help="kbuild tree of --kernel")

@@ -14,9 +14,6 @@ from typing import Any
 
 from testbed import paths
 from testbed.errors import TestbedError
-from testbed.guest.initramfs import BUSYBOX, DROPBEAR
-from testbed.kernel import stock
-from testbed.qemu import accel
 
 REQUIRED_QEMU_DEVICES = ("ivshmem-plain", "edu", "pcie-root-port", "pvpanic-pci", "virtio-net-pci")
 
@@ -65,6 +62,10 @@ def _tool(name: str, path: str | None, package: str, version_args: list[str] | N
 
 
 def checks(probe_kvm: bool) -> list[Check]:
+    from testbed.guest.initramfs import BUSYBOX, DROPBEAR
+    from testbed.kernel import stock
+    from testbed.qemu import accel
+
     out = [
         Check("python", sys.version_info >= (3, 11), sys.version.split()[0], "Python >= 3.11"),
         _tool("qemu-system-x86_64", None, "qemu-system-x86", ["--version"]),
@@ -116,6 +117,9 @@ def checks(probe_kvm: bool) -> list[Check]:
 
 
 def _probe(qemu: str) -> Check:
+    from testbed.kernel import stock
+    from testbed.qemu import accel
+
     try:
         from testbed.guest.initramfs import ImageSpec, build_base
 

@@ -21,14 +21,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
-
-import pytest
+from typing import TYPE_CHECKING, Any
 
 from testbed import paths
 from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from
 
-SUITE = paths.PROJECT_ROOT / "tests" / "p2p"
+if TYPE_CHECKING:
+    import pytest
+
+SUITE = paths.suite_dir()
 _CLAIM = re.compile(r"claim(\d+)")
 
 
@@ -127,6 +128,9 @@ def add_parser(sub: Any) -> None:
 
 def pytest_args(args: argparse.Namespace) -> list[str]:
     argv = [str(SUITE), "-p", "no:cacheprovider", "-q", f"--testbed-artifacts={args.artifacts}"]
+    # What the checkout's pyproject.toml sets, for an installed suite that has no ini file:
+    # JUnit records the figures tests report with record_property.
+    argv += ["-o", "junit_family=xunit1"]
     if args.keep_artifacts:
         argv.append("--testbed-keep-artifacts")
     if args.junit:
@@ -169,6 +173,8 @@ def _signals_interrupt(stop: _Stop) -> Iterator[None]:
 
 
 def main(args: argparse.Namespace) -> int:
+    import pytest
+
     # Validate the kernel once, before pytest starts: a bad --kernel is one line and exit 2
     # (the CLI turns the TestbedError into that), not an error per test.
     if args.kernel is not None:

@@ -3,9 +3,14 @@
 The *base* archive holds busybox (static), dropbear with the shared libraries ``ldd`` reports,
 the kernel modules the guest needs (the closure of the requested names through the kernel's
 ``modules.dep``, never a hand-written list), the start-up scripts in ``rootfs/``, and any
-extra files (guest drivers, helpers). It is cached under ``~/.cache/p2p-testbed/initramfs/``
-by a hash of everything that goes into it, so changing any input (a new kernel, a rebuilt
-guest module, an edited rcS) makes a new one.
+extra files (guest drivers, helpers; a dynamically linked helper brings its shared libraries
+too). The guest kernel unpacks the archive before it runs init, and under TCG that costs
+time in proportion to its size, so the out-of-tree modules go in without their debug
+sections (``strip --strip-debug``; the host keeps the full ``.ko``).
+
+The archive is cached under ``~/.cache/p2p-testbed/initramfs/`` by a hash of everything that
+goes into it, so changing any input (a new kernel, a rebuilt guest module, an edited rcS)
+makes a new one.
 
 Per-run secrets (the guest's host key and the client's public key) go into a small second
 archive that is concatenated to the base: the kernel unpacks both, and the cached base never
@@ -41,7 +46,7 @@ NET_MODULES = ("virtio_pci", "virtio_net")
 #: Loaded right after sshd starts (while the host connects): the panic notifier.
 BASE_MODULES = ("pvpanic_pci",)
 #: Bumped when the layout changes in a way file hashes would not show.
-_FORMAT = 2
+_FORMAT = 3
 
 BUSYBOX = Path("/bin/busybox")
 DROPBEAR = Path("/usr/sbin/dropbear")
@@ -132,6 +137,11 @@ def resolve_modules(modules_dir: Path, names: Iterable[str]) -> list[str]:
 # --- host binaries ---------------------------------------------------------------------------
 
 
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
 def _is_static_elf(path: Path) -> bool:
     """True if the ELF64 file has no PT_INTERP program header."""
     with path.open("rb") as f:
@@ -214,12 +224,44 @@ def _require(path: Path, package: str) -> Path:
 # --- the archive plan ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Stripped:
+    """A kernel module placed in the archive without its debug sections."""
+
+    path: Path
+
+    def digest(self) -> str:
+        return f"strip-debug:{file_digest(self.path)}"
+
+    def read(self) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="p2p-testbed-strip-") as tmp:
+            out = Path(tmp) / self.path.name
+            try:
+                subprocess.run(
+                    ["strip", "--strip-debug", "-o", str(out), str(self.path)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=60,
+                )
+            except FileNotFoundError as exc:
+                raise DependencyError(
+                    "strip not found; install it with 'apt-get install binutils'"
+                ) from exc
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                raise ImageError(f"strip --strip-debug {self.path} failed: {exc}") from exc
+            return out.read_bytes()
+
+
+_Content = bytes | Path | _Stripped
+
+
 @dataclass
 class _Plan:
     """Entries of an archive in order: ('dir', path, mode) / ('file', ...) / ('link', ...)."""
 
     dirs: dict[str, int] = field(default_factory=dict)
-    files: dict[str, tuple[bytes | Path, int]] = field(default_factory=dict)
+    files: dict[str, tuple[_Content, int]] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
 
     def _parents(self, path: str) -> None:
@@ -232,7 +274,7 @@ class _Plan:
         self._parents(path)
         self.dirs["/" + path.strip("/")] = mode
 
-    def add_file(self, path: str, content: bytes | Path, mode: int = 0o644) -> None:
+    def add_file(self, path: str, content: _Content, mode: int = 0o644) -> None:
         self._parents(path)
         self.files[path] = (content, mode)
 
@@ -245,11 +287,12 @@ class _Plan:
         for path, mode in sorted(self.dirs.items()):
             h.update(f"d {path} {mode:o}\n".encode())
         for path, (content, mode) in sorted(self.files.items()):
-            digest = (
-                file_digest(content)
-                if isinstance(content, Path)
-                else hashlib.sha256(content).hexdigest()
-            )
+            if isinstance(content, Path):
+                digest = file_digest(content)
+            elif isinstance(content, _Stripped):
+                digest = content.digest()
+            else:
+                digest = hashlib.sha256(content).hexdigest()
             h.update(f"f {path} {mode:o} {digest}\n".encode())
         for path, target in sorted(self.links.items()):
             h.update(f"l {path} {target}\n".encode())
@@ -261,7 +304,12 @@ class _Plan:
             if path != "/":
                 writer.directory(path, self.dirs[path])
         for path, (content, mode) in sorted(self.files.items()):
-            data = content.read_bytes() if isinstance(content, Path) else content
+            if isinstance(content, Path):
+                data = content.read_bytes()
+            elif isinstance(content, _Stripped):
+                data = content.read()
+            else:
+                data = content
             writer.file(path, data, mode)
         for path, target in sorted(self.links.items()):
             writer.symlink(path, target)
@@ -316,11 +364,15 @@ def _base_plan(spec: ImageSpec) -> _Plan:
     plan.add_file("/etc/testbed/modules.net", "".join(f"{m}\n" for m in net_lines).encode())
     for ko in spec.extra_modules:
         guest = f"/lib/modules/testbed/{ko.name}"
-        plan.add_file(guest, _require(ko, "(build it first)"))
+        plan.add_file(guest, _Stripped(_require(ko, "(build it first)")))
         load_lines.append(guest)
     plan.add_file("/etc/testbed/modules.load", "".join(f"{m}\n" for m in load_lines).encode())
     for extra in spec.extra_files:
-        plan.add_file(extra.guest_path, _require(extra.host_path, "(build it first)"), extra.mode)
+        host = _require(extra.host_path, "(build it first)")
+        plan.add_file(extra.guest_path, host, extra.mode)
+        if _is_elf(host) and not _is_static_elf(host):
+            for lib in shared_libraries(host):
+                plan.add_file(str(lib), lib.resolve(), 0o755)
     return plan
 
 

@@ -7,7 +7,7 @@ checkout never fills with build products, and cached under
 kernel release, the compiler's version and, when the build tree has them, its ``.config`` and
 ``Module.symvers``: an edit or another kernel rebuilds, an unchanged input never does.
 
-``p2pctl`` is a static user-space program, built by :func:`testbed.guest.tools.build_tool`.
+``p2pctl`` is a user-space program, built by :func:`testbed.guest.tools.build_tool`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class P2PBuild:
 
     exporter_ko: Path
     importer_ko: Path
-    p2pctl: Path  #: static binary; the guest expects it as ``/usr/local/bin/p2pctl``
+    p2pctl: Path  #: the program; the guest expects it as ``/usr/local/bin/p2pctl``
     key: str  #: the cache key, naming the inputs
 
     @property

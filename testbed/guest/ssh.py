@@ -160,13 +160,42 @@ class SSHShell(GuestShell):
         seconds: a machine sets it to its own health check, so a guest that panics under a
         command ends the wait at once with :class:`GuestPanic`, not at ``timeout``.
         """
+        out, err = bytearray(), bytearray()
+        start = time.monotonic()
+        code = self.stream(command, out.extend, err.extend, timeout=timeout, stdin=stdin)
+        result = CommandResult(
+            command,
+            code,
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace"),
+            time.monotonic() - start,
+        )
+        self.transcript.append(result)
+        log.debug("guest$ %s -> %d (%.2f s)", command, code, result.seconds)
+        return result
+
+    def stream(
+        self,
+        command: str,
+        on_stdout: Callable[[bytes], object],
+        on_stderr: Callable[[bytes], object],
+        *,
+        timeout: float = COMMAND_TIMEOUT,
+        stdin: bytes | None = None,
+    ) -> int:
+        """Run ``command`` like :meth:`run`, handing each chunk of its stdout and stderr to
+        ``on_stdout`` / ``on_stderr`` as it arrives; returns the exit status (-1 if the
+        command was killed by a signal and sshd reported no status).
+
+        The wait is bounded even where paramiko has no timeout of its own (``exec_command``,
+        a ``sendall`` to a guest that reads nothing): a timer closes the transport
+        ``ABORT_GRACE`` seconds after the deadline, which wakes every wait on it.
+        """
         client = self._client
         transport = client.get_transport() if client is not None else None
         if transport is None or not transport.is_active():
             raise GuestUnreachable("not connected to the guest")
-        start = time.monotonic()
         deadline = Deadline(timeout, f"guest command {command!r}")
-        out, err = bytearray(), bytearray()
         aborted = threading.Event()
         timer = threading.Timer(timeout + ABORT_GRACE, _abort, (transport, aborted))
         timer.daemon = True
@@ -188,6 +217,13 @@ class SSHShell(GuestShell):
                 raise GuestUnreachable(
                     f"cannot open an SSH channel for {command!r}: {exc}"
                 ) from exc
+
+            def drain() -> None:
+                while chan.recv_ready():
+                    on_stdout(chan.recv(1 << 16))
+                while chan.recv_stderr_ready():
+                    on_stderr(chan.recv_stderr(1 << 16))
+
             try:
                 # sendall and recv honour this; exec_command does not (the timer covers it).
                 chan.settimeout(max(0.01, deadline.remaining()))
@@ -198,10 +234,7 @@ class SSHShell(GuestShell):
                 chan.shutdown_write()
                 while True:
                     select.select([chan], [], [], deadline.cap(WATCH_INTERVAL))
-                    while chan.recv_ready():
-                        out += chan.recv(1 << 16)
-                    while chan.recv_stderr_ready():
-                        err += chan.recv_stderr(1 << 16)
+                    drain()
                     if chan.exit_status_ready() and (chan.eof_received or chan.closed):
                         break
                     if deadline.expired():
@@ -210,11 +243,8 @@ class SSHShell(GuestShell):
                         )
                     if self.watchdog is not None:
                         self.watchdog()
-                while chan.recv_ready():
-                    out += chan.recv(1 << 16)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
-                code = chan.recv_exit_status()
+                drain()
+                return chan.recv_exit_status()
             except DeadlineExceeded:
                 raise  # a command that merely ran long: the connection is fine
             except TimeoutError as exc:  # socket.timeout from sendall/recv: the deadline
@@ -230,16 +260,6 @@ class SSHShell(GuestShell):
                 chan.close()
         finally:
             timer.cancel()
-        result = CommandResult(
-            command,
-            code,
-            out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace"),
-            time.monotonic() - start,
-        )
-        self.transcript.append(result)
-        log.debug("guest$ %s -> %d (%.2f s)", command, code, result.seconds)
-        return result
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Create ``path`` in the guest with ``data`` (through ``cat``; no SFTP needed)."""

@@ -30,6 +30,8 @@ from testbed.kernel.image import Kernel
 log = logging.getLogger(__name__)
 
 DEFAULT_FLAVOUR = "cloud-amd64"
+#: apt's package lists; ``apt-get update`` renames files in here, which changes its mtime.
+APT_LISTS = Path("/var/lib/apt/lists")
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,56 @@ def cached(flavour: str = DEFAULT_FLAVOUR) -> list[Kernel]:
     return [_from_entry(e) for _, e in sorted(entries, reverse=True)]
 
 
+def _lists_stamp() -> int | None:
+    """The mtime (ns) of apt's package lists folder, or None if there is none."""
+    try:
+        return APT_LISTS.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _record_path(flavour: str) -> Path:
+    return _kernels_root() / f"current-{flavour}.json"
+
+
+def _remember(flavour: str, key: str, stamp: int | None) -> None:
+    """Record that apt, with its lists at ``stamp``, named cache entry ``key`` as current."""
+    path = _record_path(flavour)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"flavour": flavour, "entry": key, "apt_lists_mtime_ns": stamp}))
+    tmp.replace(path)
+
+
+def _recorded(flavour: str) -> Path | None:
+    """The cache entry apt last named current, if apt's lists have not changed since."""
+    try:
+        record = json.loads(_record_path(flavour).read_text())
+        entry = _kernels_root() / str(record["entry"])
+        stamp = record["apt_lists_mtime_ns"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if stamp != _lists_stamp() or not (entry / "manifest.json").is_file():
+        return None
+    return entry
+
+
 def stock_kernel(flavour: str = DEFAULT_FLAVOUR, *, offline_ok: bool = True) -> Kernel:
     """The current stock Debian kernel of ``flavour``, fetched into the cache if needed.
 
-    If apt cannot be asked (no package lists, no network) and ``offline_ok``, the newest cached
-    kernel of that flavour is used, with a notice.
+    Runs no apt command when the cache records which kernel is current and apt's lists have
+    not changed since (see the module docstring). If apt cannot be asked (no package lists,
+    no network) and ``offline_ok``, the newest cached kernel of that flavour is used, with a
+    notice.
     """
+    entry = _recorded(flavour)
+    if entry is not None:
+        return _from_entry(entry)
+    return update(flavour, offline_ok=offline_ok)
+
+
+def update(flavour: str = DEFAULT_FLAVOUR, *, offline_ok: bool = False) -> Kernel:
+    """Ask apt which stock kernel is current now, fetch it if it is not cached, record it."""
+    stamp = _lists_stamp()
     try:
         packages = resolve(flavour)
     except (KernelError, DependencyError) as exc:
@@ -167,13 +213,13 @@ def stock_kernel(flavour: str = DEFAULT_FLAVOUR, *, offline_ok: bool = True) -> 
         log.warning("cannot ask apt for the current kernel (%s); using cached %s", exc, have[0])
         return have[0]
     root = _kernels_root()
-    entry = root / _key(packages)
-    if (entry / "manifest.json").is_file():
-        return _from_entry(entry)
-    with _locked(root):
-        if (entry / "manifest.json").is_file():  # another process fetched it meanwhile
-            return _from_entry(entry)
-        _fetch(packages, entry, flavour)
+    key = _key(packages)
+    entry = root / key
+    if not (entry / "manifest.json").is_file():
+        with _locked(root):
+            if not (entry / "manifest.json").is_file():  # not fetched by another process meanwhile
+                _fetch(packages, entry, flavour)
+    _remember(flavour, key, stamp)
     return _from_entry(entry)
 
 

@@ -32,9 +32,10 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("testbed", "p2p-testbed guests")
     group.addoption(
         "--testbed-kernel",
-        metavar="BZIMAGE",
+        metavar="BZIMAGE|DIR",
         type=Path,
-        help="kernel under test (default: Debian's stock cloud-amd64 kernel, fetched and cached)",
+        help="kernel under test: a bzImage or a built kernel tree (default: Debian's stock "
+        "cloud-amd64 kernel, fetched and cached)",
     )
     group.addoption(
         "--testbed-modules",

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.config.schema import Accel
 from testbed.deadline import Deadline, wait_for
@@ -43,12 +43,14 @@ from testbed.errors import (
 from testbed.guest import console, keys
 from testbed.guest.console import MarkerWatch, Problem
 from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
-from testbed.guest.ssh import SSHShell
 from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
 from testbed.qemu.process import QemuProcess, Reaper, find_qemu, new_reaped_dir
 from testbed.qemu.qmp import QMP
+
+if TYPE_CHECKING:
+    from testbed.guest.ssh import SSHShell
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class Machine:
         guest_files: Sequence[GuestFile] = (),
         qemu: str | None = None,
         qemu_args: Sequence[str] = (),
+        collect_dmesg: bool = True,
     ) -> None:
         self.definition = machine
         self.spec = machine.spec
@@ -108,6 +111,8 @@ class Machine:
         self._down = False
         self._base: Path | None = None
         self._reaper = Reaper.get()
+        #: fetch the guest's dmesg into ``run_dir`` on shutdown (one SSH command more)
+        self.collect_dmesg = collect_dmesg
 
     # -- context manager -------------------------------------------------------------------
 
@@ -235,6 +240,9 @@ class Machine:
             proc.wait(2)  # QEMU went away under the monitor: say why if the console knows
             self.check_alive()
             raise
+        # The SSH client (paramiko, ~0.1 s to import) loads here, while the guest boots, rather
+        # than before QEMU starts: every command pays for what lies before the spawn.
+        from testbed.guest.ssh import SSHShell
 
         self._wait_console(SSH_READY_MARKER, deadline)
         self.timings["sshd_ready_s"] = time.monotonic() - t_spawn
@@ -387,7 +395,8 @@ class Machine:
             return
         self._down = True
         if self._ssh is not None:
-            self._collect_dmesg(self._ssh)
+            if self.collect_dmesg:
+                self._collect_dmesg(self._ssh)
             self._ssh.close()
             self._ssh = None
         if self.process is not None:

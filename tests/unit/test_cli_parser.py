@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.cli import bench, boot, doctor, main, parser, run
+from testbed.cli import bench, boot, doctor, execute, kernel, main, parser, run
+from testbed.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -138,5 +139,72 @@ def test_help_names_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("run", "boot", "doctor", "bench"):
+    for command in ("run", "exec", "boot", "kernel", "doctor", "bench"):
         assert command in out
+
+
+def test_exec_options_and_command() -> None:
+    args = parser().parse_args(
+        ["exec", "--kernel", ".", "--machine", "native-hotplug", "--keep", "--", "ls", "-l"]
+    )
+    assert args.func is execute.main
+    assert args.kernel == Path(".")
+    assert args.machine == "native-hotplug"
+    assert args.keep is True and args.no_p2p is False
+    assert args.timeout == 3600.0
+    assert execute.guest_command(args.command) == "ls -l"
+
+
+def test_exec_defaults() -> None:
+    args = parser().parse_args(["exec", "--", "true"])
+    assert args.machine == "default"
+    assert args.keep is False
+    assert args.run_dir is None
+    assert execute.guest_command(args.command) == "true"
+
+
+@pytest.mark.parametrize(
+    ("words", "command"),
+    [
+        (["--", "dmesg | tail -3"], "dmesg | tail -3"),  # one word: the guest's shell parses it
+        (["printf", "%s|", "a b", "$HOME"], "printf '%s|' 'a b' '$HOME'"),  # several: quoted
+        (["true"], "true"),
+        (["--", "--", "x"], "-- x"),  # only the first '--' separates
+    ],
+)
+def test_exec_guest_command(words: list[str], command: str) -> None:
+    assert execute.guest_command(words) == command
+
+
+@pytest.mark.parametrize("words", [[], ["--"]])
+def test_exec_without_a_command_is_a_config_error(words: list[str]) -> None:
+    with pytest.raises(ConfigError, match="no command given"):
+        execute.guest_command(words)
+
+
+def test_exec_without_a_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["exec", "--no-p2p"]) == 2
+    assert "no command given" in capsys.readouterr().err
+
+
+def test_kernel_update_options() -> None:
+    args = parser().parse_args(["kernel", "update"])
+    assert args.func is kernel.update_main
+    assert args.flavour is None
+    assert parser().parse_args(["kernel", "update", "--flavour", "amd64"]).flavour == "amd64"
+
+
+def test_kernel_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["kernel"]) == 2
+    assert "update" in capsys.readouterr().err
+
+
+def test_bench_exec_command_forwards_the_kernel_options() -> None:
+    args = parser().parse_args(
+        ["bench", "--kernel", "/k", "--accel", "tcg", "--machine", "native-hotplug"]
+    )
+    argv = bench.exec_argv(args)
+    assert argv[-2:] == ["--", "true"]
+    assert argv[argv.index("exec") + 1 :] == [
+        "--machine", "native-hotplug", "--kernel", "/k", "--accel", "tcg", "--", "true",
+    ]  # fmt: skip

@@ -215,6 +215,8 @@ def test_pytest_args_defaults() -> None:
         "no:cacheprovider",
         "-q",
         "--testbed-artifacts=testbed-artifacts",
+        "-o",
+        "junit_family=xunit1",
     ]
     assert SUITE.name == "p2p" and SUITE.parent.name == "tests"
 
@@ -248,6 +250,8 @@ def test_pytest_args_pass_every_option_on() -> None:
         "no:cacheprovider",
         "-q",
         "--testbed-artifacts=/tmp/arts",
+        "-o",
+        "junit_family=xunit1",
         "--testbed-keep-artifacts",
         "--junitxml=out/results.xml",
         "-k",

@@ -378,3 +378,28 @@ def test_guest_host_key_is_what_dropbear_reads(tmp_path: Path) -> None:
     (line,) = [ln for ln in out.splitlines() if ln.startswith("ssh-ed25519 ")]
     assert line.split()[:2] == pair.public.split()[:2]
     assert pair.private.stat().st_mode & 0o077 == 0
+
+
+@needs_cpio
+def test_out_of_tree_modules_go_in_without_debug_sections(tmp_path: Path) -> None:
+    """A relocatable ELF built with -g stands in for a .ko: strip keeps code, drops DWARF."""
+    src = tmp_path / "mod.c"
+    src.write_text("int p2p_answer(int x) { return x * 42; }\n")
+    ko = tmp_path / "mod.ko"
+    subprocess.run(["gcc", "-g", "-c", "-o", str(ko), str(src)], check=True, timeout=60)
+    assert b".debug_info" in ko.read_bytes()
+    plan = plan_with()
+    plan.add_file("/lib/modules/testbed/mod.ko", initramfs._Stripped(ko))
+    unstripped = plan_with()
+    unstripped.add_file("/lib/modules/testbed/mod.ko", ko)
+    assert plan.digest() != unstripped.digest()
+    buf = io.BytesIO()
+    plan.write(buf)
+    root = tmp_path / "root"
+    extract(buf.getvalue(), root)
+    shipped = (root / "lib" / "modules" / "testbed" / "mod.ko").read_bytes()
+    assert shipped.startswith(b"\x7fELF")
+    assert b".debug_info" not in shipped
+    assert b"p2p_answer" in shipped, "the symbol table stays (modules need it)"
+    assert len(shipped) < ko.stat().st_size
+    assert b".debug_info" in ko.read_bytes(), "the host's copy is untouched"

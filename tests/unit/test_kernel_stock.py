@@ -263,3 +263,77 @@ def test_retarget_headers_unexpected_layout(tmp_path: Path) -> None:
     makefile.write_text("include ../common/Makefile\n")
     with pytest.raises(KernelError, match="unexpected layout"):
         stock._retarget_headers(tmp_path, REL)
+
+
+# --- the record of what apt named current ---------------------------------------------------
+
+
+@pytest.fixture
+def lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "apt-lists"
+    folder.mkdir()
+    os.utime(folder, (1_000_000, 1_000_000))
+    monkeypatch.setattr(stock, "APT_LISTS", folder)
+    return folder
+
+
+def cached_current(cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """A cache entry for the packages the fake apt names, and that fake apt's call log."""
+    run, calls = fake_apt()
+    monkeypatch.setattr("testbed.kernel.stock.subprocess.run", run)
+    packages = stock.resolve()
+    make_entry(cache, stock._key(packages), "cloud-amd64", REL, 1_000_000)
+    calls.clear()
+    return calls
+
+
+def test_cached_kernel_is_used_without_apt(
+    cache: Path, lists: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = cached_current(cache, monkeypatch)
+    first = stock.stock_kernel()
+    assert first.release == REL
+    assert len(calls) == 6  # the first command asks apt: no record yet
+    calls.clear()
+    assert stock.stock_kernel() == first
+    assert calls == []  # later commands do not
+
+
+def test_changed_apt_lists_ask_apt_again(
+    cache: Path, lists: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = cached_current(cache, monkeypatch)
+    stock.stock_kernel()
+    calls.clear()
+    os.utime(lists, (2_000_000, 2_000_000))  # what apt-get update does to the folder
+    assert stock.stock_kernel().release == REL
+    assert [c[:2] for c in calls].count(["apt-cache", "show"]) == 4
+    calls.clear()
+    stock.stock_kernel()
+    assert calls == []  # and the new state is recorded
+
+
+def test_update_always_asks_apt(cache: Path, lists: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = cached_current(cache, monkeypatch)
+    stock.stock_kernel()
+    calls.clear()
+    assert stock.update().release == REL
+    assert len(calls) == 6
+
+
+def test_record_of_a_removed_entry_is_ignored(
+    cache: Path, lists: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = cached_current(cache, monkeypatch)
+    stock.stock_kernel()
+    for manifest in (cache / "kernels").glob("*/manifest.json"):
+        manifest.unlink()  # a user cleaned the cache by hand
+    calls.clear()
+
+    def fetch(*args: object) -> None:
+        raise KernelError("fetch attempted")
+
+    monkeypatch.setattr(stock, "_fetch", fetch)
+    with pytest.raises(KernelError, match="fetch attempted"):
+        stock.stock_kernel()
+    assert len(calls) == 6  # apt was asked again, then the entry was fetched anew

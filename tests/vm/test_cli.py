@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from testbed.kernel.image import Kernel
 from testbed.pytest_plugin.settings import Settings
@@ -83,11 +87,118 @@ def test_bench_prints_one_json_object_with_the_figures(testbed_settings: Setting
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["accel"] in ("tcg", "kvm")
-    for key in ("bare_boot_s", "boot_to_ssh_s", "unplug_s", "ratio"):
+    for key in ("exec_s", "bare_s", "exec_ratio", "bare_boot_s", "boot_to_ssh_s", "unplug_s"):
         assert result[key] > 0
     # one run: the paired ratio is that run's, the same as the ratio of the (single) medians
+    assert abs(result["exec_ratio"] - result["exec_s"] / result["bare_s"]) < 0.01
+    assert result["exec_ratio"] == result["exec_ratio_of_medians"]
     assert abs(result["ratio"] - result["boot_to_ssh_s"] / result["bare_boot_s"]) < 0.01
     assert result["ratio"] == result["ratio_of_medians"]
+    # the whole process includes a boot: it cannot take less than the floor's kernel start
+    assert result["exec_s"] > result["boot_to_ssh_s"] * 0.5
+
+
+def test_exec_propagates_the_exit_status_and_both_streams(testbed_settings: Settings) -> None:
+    out = subprocess.run(
+        [TESTBED, "exec", "--no-p2p", *_accel(testbed_settings), "--",
+         "echo to-stdout; echo to-stderr >&2; uname -r; exit 7"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 7, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "to-stdout"
+    assert lines[1].strip() == testbed_settings.kernel().release
+    assert "to-stderr" in out.stderr.splitlines()
+    assert "to-stderr" not in out.stdout
+
+
+def test_exec_quotes_several_words_and_loads_the_p2p_drivers(testbed_settings: Settings) -> None:
+    out = subprocess.run(
+        [TESTBED, "exec", *_accel(testbed_settings), "--", "printf", "%s|", "a b", "$HOME"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "a b|$HOME|"  # each word arrives as one argument, unexpanded
+    probe = subprocess.run(
+        [TESTBED, "exec", *_accel(testbed_settings), "--", "ls /dev/p2p-* && which p2pctl"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert "/dev/p2p-importer0" in probe.stdout
+    assert probe.stdout.rstrip().endswith("/usr/local/bin/p2pctl")
+
+
+def test_exec_streams_output_as_it_comes(testbed_settings: Settings) -> None:
+    """The first line reaches us while the guest command still sleeps, not at its end."""
+    proc = subprocess.Popen(
+        [TESTBED, "exec", "--no-p2p", *_accel(testbed_settings), "--",
+         "echo first; sleep 3; echo second >&2; sleep 1; echo third"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        seen_first = time.monotonic()
+        assert first == b"first\n", proc.stderr.read()
+        rest = proc.stdout.read()
+        seen_rest = time.monotonic()
+        assert proc.wait(timeout=60) == 0
+        assert rest == b"third\n"
+        assert b"second" in proc.stderr.read()
+        assert seen_rest - seen_first > 3.0, "the output arrived only at the end"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_exec_keep_leaves_the_guest_up_until_ctrl_c(
+    tmp_path: Path, testbed_settings: Settings
+) -> None:
+    proc = subprocess.Popen(
+        [TESTBED, "exec", "--keep", "--no-p2p", "--run-dir", str(tmp_path / "run"),
+         *_accel(testbed_settings), "--", "touch /tmp/marker; echo done"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == "done\n"
+        info: dict[str, str] = {}
+        for line in proc.stdout:
+            key, sep, value = line.strip().partition(":")
+            if sep and key in ("ssh", "QMP"):
+                info[key] = value.strip()
+            if line.startswith("Ctrl-C"):
+                break
+        assert "ssh" in info, proc.stderr.read()
+        ssh = subprocess.run(
+            [*shlex.split(info["ssh"]), "ls /tmp/marker"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert ssh.returncode == 0, "the guest that ran the command is still up"
+        qmp_socket = Path(info["QMP"].split()[0])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert not qmp_socket.parent.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_run_prints_the_claim_table_and_junit(tmp_path: Path, testbed_settings: Settings) -> None:
@@ -114,3 +225,48 @@ def test_run_prints_the_claim_table_and_junit(tmp_path: Path, testbed_settings: 
     assert rows and rows[0][2] == "passed"
     assert "1/1 passed" in out.stdout
     assert 'name="test_claim2' in junit.read_text()
+
+
+def _built_tree() -> Path | None:
+    """A kernel tree built on this host, if any: $TESTBED_KERNEL_TREE, else the first tree
+    under /root or the testbed's cache whose bzImage matches its configured release."""
+    from testbed import paths
+    from testbed.errors import KernelError
+    from testbed.kernel.image import bzimage_release
+
+    named = os.environ.get("TESTBED_KERNEL_TREE")
+    candidates = [Path(named) / "arch/x86/boot/bzImage"] if named else []
+    for base in (Path("/root"), paths.cache_dir()):
+        for depth in ("*", "*/*", "*/*/*"):
+            candidates += sorted(base.glob(f"{depth}/arch/x86/boot/bzImage"))
+    for image in candidates:
+        tree = image.parents[3]
+        try:
+            configured = (tree / "include/config/kernel.release").read_text().strip()
+            if image.is_file() and bzimage_release(image) == configured:
+                return tree
+        except (OSError, KernelError):
+            continue
+    return None
+
+
+def test_exec_boots_a_built_kernel_tree(testbed_settings: Settings, tmp_path: Path) -> None:
+    """``cd linux && testbed exec --kernel . -- ...`` after ``make``."""
+    tree = _built_tree()
+    if tree is None:
+        pytest.skip(
+            "no built kernel tree on this host (set TESTBED_KERNEL_TREE, or build one under "
+            "/root); tests/unit/test_kernel_tree.py covers the logic on a fake tree"
+        )
+    release = (tree / "include/config/kernel.release").read_text().strip()
+    out = subprocess.run(
+        [TESTBED, "exec", "--no-p2p", "--kernel", ".", *_accel(testbed_settings), "--",
+         "uname -r"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == release

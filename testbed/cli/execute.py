@@ -1,0 +1,107 @@
+"""``testbed exec [OPTIONS] -- CMD [ARG...]``: boot, run one command in the guest, shut down.
+
+The command's stdout and stderr are copied to ours as they arrive (not at the end), and
+``testbed exec`` exits with the command's own status, so it fits in a shell pipeline or a
+``git bisect run`` script. One argument is passed to the guest's ``sh -c`` as written (so
+``testbed exec -- 'dmesg | tail'`` runs a pipeline in the guest); several are quoted and joined.
+The guest's stdin is empty. ``--keep`` leaves the guest up afterwards, with the SSH command
+and QMP socket printed, until Ctrl-C. The testbed's own failures (a guest that does not boot,
+a lost connection) end with "testbed: error: ..." and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from testbed.cli.common import accel_from, add_kernel_options, kernel_from
+from testbed.errors import ConfigError
+
+#: Exit status when the guest's sshd reports no status (the command died of a signal), as ssh.
+NO_STATUS = 255
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "exec",
+        help="boot a machine, run a command in the guest, exit with its status",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--machine", default="default", help="machine name or YAML path")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the guest up after the command, print ssh and QMP, stop on Ctrl-C",
+    )
+    p.add_argument(
+        "--no-p2p",
+        action="store_true",
+        help="do not load the P2P exporter/importer modules and p2pctl",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        help="keep console, QMP log and dmesg here (default: a temp folder, removed at the end)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds the command may run (default: %(default)g)",
+    )
+    add_kernel_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    p.set_defaults(func=main)
+
+
+def guest_command(words: list[str]) -> str:
+    """What ``sh -c`` runs in the guest: one word as written, several quoted and joined."""
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise ConfigError("no command given; usage: testbed exec [OPTIONS] -- CMD [ARG...]")
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def _copy_to(stream: Any) -> Any:
+    def write(chunk: bytes) -> None:
+        stream.write(chunk)
+        stream.flush()
+
+    return write
+
+
+def main(args: argparse.Namespace) -> int:
+    command = guest_command(args.command)
+    from testbed.cli.boot import hold, term_as_interrupt
+    from testbed.devices.registry import load_machine
+    from testbed.qemu.machine import Machine
+
+    term_as_interrupt()
+    definition = load_machine(args.machine)  # the cheap checks first: a typo fails at once
+    kernel = kernel_from(args)
+    kwargs: dict[str, Any] = {"accel": accel_from(args)}
+    if not args.no_p2p:
+        from testbed.p2p.payload import payload
+
+        kwargs.update(payload(kernel).machine_kwargs())
+    with tempfile.TemporaryDirectory(prefix="p2p-testbed-exec-") as tmp:
+        run_dir = args.run_dir or Path(tmp)
+        with Machine(
+            definition, kernel, run_dir, collect_dmesg=args.run_dir is not None, **kwargs
+        ) as vm:
+            code = vm.ssh.stream(
+                command,
+                _copy_to(sys.stdout.buffer),
+                _copy_to(sys.stderr.buffer),
+                timeout=args.timeout,
+            )
+            if args.keep:
+                print(f"testbed: the command exited with {code}", file=sys.stderr, flush=True)
+                hold(vm, definition, kernel)
+    return NO_STATUS if code < 0 else code
