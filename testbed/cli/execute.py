@@ -14,11 +14,16 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from testbed.cli.common import accel_from, add_kernel_options, kernel_from
+from testbed.cli.common import (
+    accel_from,
+    add_boot_options,
+    add_kernel_options,
+    boot_timeout_from,
+    kernel_from,
+)
 from testbed.errors import ConfigError
 
 #: Exit status when the guest's sshd reports no status (the command died of a signal), as ssh.
@@ -55,6 +60,7 @@ def add_parser(sub: Any) -> None:
         help="seconds the command may run (default: %(default)g)",
     )
     add_kernel_options(p)
+    add_boot_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     p.set_defaults(func=main)
 
@@ -85,13 +91,16 @@ def main(args: argparse.Namespace) -> int:
     term_as_interrupt()
     definition = load_machine(args.machine)  # the cheap checks first: a typo fails at once
     kernel = kernel_from(args)
-    kwargs: dict[str, Any] = {"accel": accel_from(args)}
+    kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
     if not args.no_p2p:
         from testbed.p2p.payload import payload
 
         kwargs.update(payload(kernel).machine_kwargs())
-    with tempfile.TemporaryDirectory(prefix="p2p-testbed-exec-") as tmp:
-        run_dir = args.run_dir or Path(tmp)
+    from testbed.qemu.process import reaped_tempdir
+
+    # registered with the reaper: a SIGKILL during the boot leaves no folder behind either
+    with reaped_tempdir("p2p-testbed-exec-") as tmp:
+        run_dir = args.run_dir or tmp
         with Machine(
             definition, kernel, run_dir, collect_dmesg=args.run_dir is not None, **kwargs
         ) as vm:

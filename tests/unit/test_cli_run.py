@@ -328,12 +328,14 @@ def test_boot_timeout_must_be_positive_seconds(
     assert "--boot-timeout" in capsys.readouterr().err
 
 
-def test_boot_timeout_default_is_the_machines() -> None:
+@pytest.mark.parametrize(("command", "tail"), [("boot", []), ("exec", ["--", "true"])])
+def test_boot_timeout_default_is_the_machines(command: str, tail: list[str]) -> None:
     from testbed.cli.common import boot_timeout_from
     from testbed.qemu.machine import BOOT_TIMEOUT
 
-    assert boot_timeout_from(parser().parse_args(["boot"])) == BOOT_TIMEOUT
-    assert boot_timeout_from(parser().parse_args(["boot", "--boot-timeout", "7"])) == 7.0
+    assert boot_timeout_from(parser().parse_args([command, *tail])) == BOOT_TIMEOUT
+    given = parser().parse_args([command, "--boot-timeout", "7", *tail])
+    assert boot_timeout_from(given) == 7.0
 
 
 # ---- interrupted runs ------------------------------------------------------------------------
