@@ -114,6 +114,13 @@ class AppProcess:
         run = self.final if self.final is not None else self.results()
         return pair(self.app.commands, run)
 
+    def object_handle(self) -> int | None:
+        """Handle of the app's first object, from its ``create`` result."""
+        for cr in self.paired():
+            if cr.result.op == "create" and cr.result.ok and "handle" in cr.result.fields:
+                return int(cr.result["handle"])
+        return None
+
     def object_offset(self) -> int | None:
         """BAR2 offset of the app's first object, from its ``create`` result."""
         for cr in self.paired():

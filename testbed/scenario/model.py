@@ -139,10 +139,15 @@ class P2pctl:
 
 @dataclass(frozen=True)
 class Evict:
-    """Evict object ``handle`` (p2pctl numbers objects from 1) through debugfs."""
+    """Evict an object through debugfs: ``app``'s first object, or object ``handle``."""
 
-    handle: int = 1
+    app: str | None = None
+    handle: int | None = None
     source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.app is None) == (self.handle is None):
+            raise ValueError("give exactly one of app (its first object) and handle")
 
 
 class Outcome(enum.Enum):

@@ -162,9 +162,9 @@ class Runner:
         reusable = False
         if not self.failures:
             try:
-                self._write_params(saved)
+                self._restore(saved)
                 reusable = self._clean()
-            except TestbedError as exc:
+            except (TestbedError, AssertionError) as exc:
                 self._note(f"guest not reusable: {exc}")
         return RunResult(
             scenario,
@@ -201,7 +201,12 @@ class Runner:
             if action.expect_ok:
                 run.expect_ok()
         elif isinstance(action, Evict):
-            debugfs.evict(shell, action.handle)
+            handle = action.handle
+            if action.app is not None:
+                handle = self.apps[action.app].object_handle()
+                if handle is None:
+                    raise StepFailed(f"app {action.app} has no object to evict (yet)")
+            debugfs.evict(shell, int(handle or 0))
         elif isinstance(action, Unplug):
             self._unplug(action)
         elif isinstance(action, Plug):
@@ -458,6 +463,19 @@ class Runner:
             self.failures.append(
                 f"slab grew by {growth >> 10} KiB in this run (bound {v.slab_growth >> 10} KiB)"
             )
+
+    def _restore(self, params: dict[str, str]) -> None:
+        """Undo what the steps left behind: module parameters, devices still unplugged."""
+        if not self.reset_done:
+            self._write_params(params)
+        gone: list[str] = []
+        for rec in self.unplugs:
+            if rec.outcome is Outcome.COMPLETES and rec.device not in gone:
+                gone.append(rec.device)
+        for device_id in gone:
+            if not pci.find(self.vm.ssh, self._device_pci_id(device_id)):
+                self._note(f"restoring: plugging {device_id} back")
+                self._plug(Plug(device_id))
 
     def _clean(self) -> bool:
         """Whether the guest is back to where a new run can start."""
