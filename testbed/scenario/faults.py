@@ -88,8 +88,12 @@ def _stream(rng: random.Random, name: str = "stream") -> tuple[App, int]:
     dmas = tuple(
         f"dma-write off={i * 0x1000:#x} len={length} pattern={0x10 + i:#x}" for i in range(count)
     )
+    # the pause keeps the mappings alive for a fault that comes after the last DMA
     app = App(
-        name=name, hold=False, setup=("create size=64K", "mmap", "reg"), then=(*dmas, "dereg")
+        name=name,
+        hold=False,
+        setup=("create size=64K", "mmap", "reg"),
+        then=(*dmas, "sleep ms=500", "dereg"),
     )
     return app, count
 
