@@ -59,6 +59,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--shrink-budget", type=int, default=20, help="most candidates tried per failure"
     )
+    p.add_argument(
+        "--max-failures", type=int, metavar="K", help="stop after K failing runs (default: never)"
+    )
     p.add_argument("--guests", type=int, default=2, help="most guests alive at once (default 2)")
     add_kernel_options(p)
     p.set_defaults(func=main)
@@ -99,7 +102,12 @@ def main(args: argparse.Namespace) -> int:
     pool = Pool(
         kernel, payload(kernel), folder / "guests", accel=accel_from(args), live=args.guests
     )
-    options = Options(seed=args.seed, shrink=not args.no_shrink, shrink_budget=args.shrink_budget)
+    options = Options(
+        seed=args.seed,
+        shrink=not args.no_shrink,
+        shrink_budget=args.shrink_budget,
+        max_failures=args.max_failures,
+    )
     try:
         report = Campaign(pool, folder, options, progress).run(scenarios)
     finally:

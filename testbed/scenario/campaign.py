@@ -180,6 +180,7 @@ class Options:
     shrink: bool = True
     shrink_budget: int = 20
     rate_runs: int = 3  #: how often the minimal scenario is re-run to state its rate
+    max_failures: int | None = None  #: stop the campaign after this many failing runs
 
 
 class Campaign:
@@ -225,6 +226,9 @@ class Campaign:
                 continue
             report.failed.append(folder)
             self.write_repro(folder, scenario, result, n)
+            if self.options.max_failures and len(report.failed) >= self.options.max_failures:
+                self.progress.note(f"  stopping after {len(report.failed)} failing run(s)")
+                break
         report.seconds = time.monotonic() - t0
         report.boots, report.boot_seconds = self.pool.boots, self.pool.boot_seconds
         return report

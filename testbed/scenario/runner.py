@@ -211,7 +211,7 @@ class Runner:
         elif isinstance(action, Aer):
             port = self.vm.spec.device(action.device).port_id
             reply = self.vm.qmp.hmp(f"pcie_aer_inject_error {port} {action.error}")
-            if reply.strip():
+            if reply.strip() and not reply.startswith("OK"):  # "OK id: rp-... root bus: ..."
                 raise StepFailed(f"pcie_aer_inject_error {port} {action.error}: {reply.strip()}")
         elif isinstance(action, Wait):
             self._wait(action)

@@ -142,3 +142,14 @@ def test_progress_prints_a_plain_line_per_run_when_not_a_tty() -> None:
     assert len(lines) == 2
     assert lines[1].startswith("[2/4] 1 passed, 1 failed | ")
     assert "runs/min | elapsed 0:00 | remaining ~0:00 | x FAIL 5.0s" in lines[1]
+
+
+def test_cli_plan_is_the_same_twice_and_differs_by_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.cli import main
+
+    plans = []
+    for seed in ("7", "7", "8"):
+        assert main(["campaign", "--seed", seed, "--runs", "20", "--plan"]) == 0
+        plans.append(capsys.readouterr().out)
+    assert plans[0] == plans[1] and plans[0] != plans[2]
+    assert plans[0].count("\nname: s7-r0") == 20
