@@ -29,7 +29,6 @@ from testbed.deadline import Deadline, wait_for
 from testbed.devices import hotplug
 from testbed.errors import GuestCommandError, TestbedError, UnplugTimeout
 from testbed.guest import console, pci
-from testbed.guest.console import MarkerWatch
 from testbed.p2p import ctl, debugfs
 from testbed.p2p.host import read_bar
 from testbed.qemu.machine import READY_MARKER, Machine
@@ -132,6 +131,7 @@ class Runner:
         #: exporter id -> BAR file hash taken when its unplug completed
         self.bar_after_unplug: dict[str, str] = {}
         self._current = scenario
+        self.qmp_since = len(self.vm.qmp.events)  # a wait for a QMP event looks from here
         shell = self.vm.ssh
         before_refs = verdict.module_refs(shell.run_check("cat /proc/modules").stdout, MODULES)
         before_slab = verdict.parse_meminfo(shell.run_check("cat /proc/meminfo").stdout)
@@ -314,16 +314,17 @@ class Runner:
 
     def _reset(self, action: Reset) -> None:
         deadline = Deadline(action.timeout, "the guest to come back after system_reset")
-        watch = MarkerWatch(self.vm.console_log, READY_MARKER)
-        watch.seen()  # skip what is already there: only a new marker counts
-        watch._found = False
+        before = self.vm.console_text().count(READY_MARKER)
         self.apps.clear()  # their processes died with the guest
+        # The testbed boots QEMU with -no-reboot (a guest reboot ends QEMU); for this reset
+        # the guest must come back instead, then the usual behaviour returns.
+        self.vm.qmp.execute("set-action", {"reboot": "reset"})
         self.vm.qmp.execute("system_reset")
         self.vm.ssh.close()
 
-        def booted() -> bool:
+        def booted() -> bool:  # the boot's last marker printed once more
             self.vm.check_alive()
-            return watch.seen()
+            return self.vm.console_text().count(READY_MARKER) > before
 
         wait_for(
             booted,
@@ -331,6 +332,7 @@ class Runner:
             doing="waiting for the guest to boot again",
             interval=0.05,
         )
+        self.vm.qmp.execute("set-action", {"reboot": "shutdown"})
         self.vm.ssh.connect(deadline)
         self.reset_done = True
         self.timings["reset_s"] = round(deadline.elapsed, 3)
@@ -355,7 +357,12 @@ class Runner:
             )
         if action.qmp_event is not None:
             name = action.qmp_event
-            self.vm.qmp.wait_event(lambda e: e.get("event") == name, deadline, alive=self.vm.alive)
+            self.vm.qmp.wait_event(
+                lambda e: e.get("event") == name,
+                deadline,
+                since=self.qmp_since,
+                alive=self.vm.alive,
+            )
         if action.seconds:
             time.sleep(action.seconds)  # the point of the step: a delay the scenario chose
 
