@@ -243,20 +243,27 @@ class Campaign:
         return fails
 
     def write_repro(self, folder: Path, scenario: Scenario, result: RunResult, n: int) -> None:
-        minimal, tried = scenario, 0
+        kept, tried = [scenario], 0
         if self.options.shrink:
             self.progress.note(f"  shrinking {scenario.name} ({len(scenario.steps)} steps) ...")
-            minimal, tried = repro.shrink(
+            kept, tried = repro.shrink(
                 scenario,
                 self.fails_like(result),
                 budget=self.options.shrink_budget,
                 say=lambda line: self.progress.note("    " + line),
             )
-        failed = 0
         fails = self.fails_like(result)
-        for _ in range(self.options.rate_runs):
-            failed += fails(minimal)
-        rate = f"{failed}/{self.options.rate_runs}"
+        runs = self.options.rate_runs
+        minimal, failed = kept[-1], 0
+        for candidate in reversed(kept):  # smallest first; fall back if it fails too rarely
+            minimal = candidate
+            failed = sum(fails(candidate) for _ in range(runs))
+            if not runs or 3 * failed >= 2 * runs or candidate is scenario:
+                break
+            self.progress.note(
+                f"    {len(candidate.steps)} steps fail only {failed}/{runs}; trying a larger one"
+            )
+        rate = f"{failed}/{runs}"
         self.progress.note(
             f"  minimal: {len(minimal.steps)} steps ({repro.describe(minimal)}), fails {rate}, "
             f"{tried} candidates tried; {folder / 'repro.yaml'}"

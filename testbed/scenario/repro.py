@@ -12,8 +12,10 @@ scenario itself. It loads strictly like any scenario file (:func:`load`).
 
 Shrinking (:func:`shrink`) is greedy and bounded: drop one step at a time (last first),
 then set each delay to zero, then halve each app's DMA list; a candidate is kept when it
-still fails *the same way* (:func:`signature`) in one try. Only candidates that are valid
-scenarios are tried (dropping an app's start would orphan the steps that name it).
+still fails *the same way* (:func:`signature`) in two tries in a row. Only candidates that
+are valid scenarios are tried (dropping an app's start would orphan the steps that name
+it). The campaign then re-runs the smallest kept scenario to state its failure rate, and
+falls back to a larger kept one if that rate is below two in three.
 """
 
 from __future__ import annotations
@@ -143,30 +145,35 @@ def shrink(
     fails: Callable[[Scenario], bool],
     *,
     budget: int = 25,
+    confirm: int = 2,
     say: Callable[[str], None] = lambda _: None,
-) -> tuple[Scenario, int]:
-    """The smallest variant of ``scenario`` that still ``fails``; and how many were tried.
+) -> tuple[list[Scenario], int]:
+    """Smaller and smaller variants of ``scenario`` that still ``fail``, and the number of
+    candidates tried.
 
-    ``fails`` runs a candidate once and says whether it failed the same way. At most
-    ``budget`` candidates are run; the last kept one is returned.
+    ``fails`` runs a candidate once and says whether it failed the same way. A candidate is
+    kept only if it fails ``confirm`` times in a row (a race that shows one time in two
+    would otherwise shrink into a scenario that hardly fails). At most ``budget``
+    candidates are tried. The list starts with ``scenario`` and ends with the smallest kept
+    variant, so a caller can fall back to a larger one if the smallest fails too rarely.
     """
     tried = 0
-    current = scenario
+    kept = [scenario]
     progress = True
     while progress and tried < budget:
         progress = False
-        for candidate in _candidates(current):
+        for candidate in _candidates(kept[-1]):
             if not _valid(candidate):
                 continue
             if tried >= budget:
                 break
             tried += 1
-            if fails(candidate):
+            if all(fails(candidate) for _ in range(confirm)):
                 say(f"shrunk to {len(candidate.steps)} steps: {describe(candidate)}")
-                current = candidate
+                kept.append(candidate)
                 progress = True
                 break
-    return current, tried
+    return kept, tried
 
 
 def describe(scenario: Scenario) -> str:

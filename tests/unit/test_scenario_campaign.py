@@ -84,7 +84,9 @@ def test_shrink_keeps_only_what_the_failure_needs() -> None:
         dmas = sum(c.startswith("dma-") for c in apps[0].then) if apps else 0
         return "gpu-exporter" in unplugs and dmas >= 2
 
-    minimal, n = repro.shrink(_scenario(), fails, budget=50)
+    kept, n = repro.shrink(_scenario(), fails, budget=50, confirm=1)
+    minimal = kept[-1]
+    assert kept[0] == _scenario() and len(kept) > 2
     assert [st.kind for st in minimal.steps] == ["app", "unplug"]
     app = minimal.steps[0].app
     assert app is not None and sum(c.startswith("dma-") for c in app.then) == 2
@@ -92,8 +94,15 @@ def test_shrink_keeps_only_what_the_failure_needs() -> None:
 
 
 def test_shrink_respects_its_budget() -> None:
-    minimal, n = repro.shrink(_scenario(), lambda s: False, budget=3)
-    assert n == 3 and minimal == _scenario()
+    kept, n = repro.shrink(_scenario(), lambda s: False, budget=3)
+    assert n == 3 and kept == [_scenario()]
+
+
+def test_shrink_keeps_a_candidate_only_if_it_fails_every_confirming_try() -> None:
+    """A flaky candidate (fails every other try) is not kept with confirm=2."""
+    calls = iter([True, False] * 50)
+    kept, _ = repro.shrink(_scenario(), lambda s: next(calls), budget=10, confirm=2)
+    assert kept == [_scenario()]
 
 
 def test_signature_classes() -> None:
