@@ -263,11 +263,12 @@ class Campaign:
             self.progress.note(
                 f"    {len(candidate.steps)} steps fail only {failed}/{runs}; trying a larger one"
             )
-        rate = f"{failed}/{runs}"
-        self.progress.note(
-            f"  minimal: {len(minimal.steps)} steps ({repro.describe(minimal)}), fails {rate}, "
-            f"{tried} candidates tried; {folder / 'repro.yaml'}"
-        )
+        rate = f"{failed}/{runs}" if runs else ""
+        if self.options.shrink or runs:
+            self.progress.note(
+                f"  minimal: {len(minimal.steps)} steps ({repro.describe(minimal)}), fails "
+                f"{rate}, {tried} candidates tried; {folder / 'repro.yaml'}"
+            )
         cmdline = folder / "qemu-cmdline.txt"
         data = repro.Repro(
             scenario=minimal,
