@@ -6,14 +6,15 @@
     testbed repro scenarios/claims/claim5-unplug-zaps.yaml --keep
 
 ``--repeat N`` runs the scenario N times (on one guest while it stays clean) and reports how
-often it failed; ``--keep`` leaves the last guest running afterwards and prints its SSH
-command and QMP socket until Ctrl-C. The exit status is 1 when the scenario failed at least
-once (it reproduced), 0 when it passed every time.
+often it failed; ``--keep`` leaves the guest of the last run running as that run left it
+(failed or not) and prints its SSH command and QMP socket until Ctrl-C. The exit status is 1
+when the scenario failed at least once (it reproduced), 0 when it passed every time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import signal
 import sys
@@ -22,9 +23,10 @@ from types import FrameType
 from typing import Any
 
 from testbed.cli.common import accel_from, add_kernel_options, kernel_from
+from testbed.errors import ConfigError
 from testbed.p2p.payload import payload
 from testbed.scenario import repro
-from testbed.scenario.campaign import Campaign, Options, Pool, Progress
+from testbed.scenario.campaign import Campaign, CampaignReport, Options, Pool, Progress
 
 
 def add_parser(sub: Any) -> None:
@@ -55,6 +57,8 @@ def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _term_as_interrupt)
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
     data = repro.load(args.file)
     scenario = data.scenario
     kernel = kernel_from(args)
@@ -73,8 +77,14 @@ def main(args: argparse.Namespace) -> int:
     pool = Pool(kernel, payload(kernel), folder / "guests", accel=accel_from(args), live=1)
     progress = Progress(args.repeat)
     campaign = Campaign(pool, folder, Options(shrink=False, rate_runs=0), progress)
+    last: CampaignReport | None = None
     try:
-        report = campaign.run([scenario] * args.repeat, numbers=list(range(1, args.repeat + 1)))
+        report = campaign.run([scenario] * (args.repeat - 1), numbers=list(range(1, args.repeat)))
+        if args.keep:  # the last run leaves its guest as it is, failed or not
+            campaign.options = dataclasses.replace(campaign.options, keep_guest=True)
+        last = campaign.run([scenario], numbers=[args.repeat])
+        report.runs += last.runs
+        report.failed += last.failed
         progress.close()
         failed = len(report.failed)
         print(f"reproduced {failed}/{report.runs} (failed {failed} of {report.runs} runs)")
@@ -92,6 +102,8 @@ def main(args: argparse.Namespace) -> int:
             while vm.process.wait(1.0) is None:
                 pass
     finally:
+        if args.keep and last is not None and last.failed and scenario.boot_key in pool.guests:
+            pool.discard(scenario.boot_key, keep_in=last.failed[0])  # its artifacts, at last
         pool.close()
         shutil.rmtree(folder / "guests", ignore_errors=True)
     return 1 if report.failed else 0

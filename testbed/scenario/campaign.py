@@ -181,6 +181,7 @@ class Options:
     shrink_budget: int = 20
     rate_runs: int = 3  #: how often the minimal scenario is re-run to state its rate
     max_failures: int | None = None  #: stop the campaign after this many failing runs
+    keep_guest: bool = False  #: never shut a guest down after a run (``repro --keep``)
 
 
 class Campaign:
@@ -203,7 +204,7 @@ class Campaign:
             result = runner.run(scenario)
         except TestbedError as exc:  # the guest broke before the run could start or finish
             result = RunResult(scenario, (f"the run could not proceed: {exc}",), 0.0, 0)
-        if not result.reusable:
+        if not result.reusable and not self.options.keep_guest:
             self.pool.discard(scenario.boot_key, keep_in if not result.passed else None)
         return result
 
