@@ -137,15 +137,15 @@ class Runner:
         before_slab = verdict.parse_meminfo(shell.run_check("cat /proc/meminfo").stdout)
         before_timeouts = debugfs.exporter_stats(shell).get("unplug_timeouts", 0)
         run_start_ns = ctl.p2pctl(shell, "mark name=run").op("mark").t_ns
-        saved = self._read_params(scenario.params)
-        self._write_params(scenario.params)
+        self.saved_params: dict[str, str] = {}  # what the run changed, to put back
+        self._set_params(scenario.params)
 
         done = 0
         for i, step in enumerate(scenario.steps):
             label = f"step {i + 1} ({step.kind})"
-            self.vm.check_alive()
             t = time.monotonic()
             try:
+                self.vm.check_alive()
                 self._step(step)
             except (TestbedError, AssertionError) as exc:
                 self.failures.append(f"{label}: {exc}")
@@ -162,7 +162,7 @@ class Runner:
         reusable = False
         if not self.failures:
             try:
-                self._restore(saved)
+                self._restore(self.saved_params)
                 reusable = self._clean()
             except (TestbedError, AssertionError) as exc:
                 self._note(f"guest not reusable: {exc}")
@@ -216,7 +216,7 @@ class Runner:
         elif isinstance(action, Wait):
             self._wait(action)
         elif isinstance(action, Params):
-            self._write_params(action.values)
+            self._set_params(action.values)
         elif isinstance(action, Expect):
             self._expect(action)
         else:  # pragma: no cover - the model has no other kinds
@@ -366,13 +366,14 @@ class Runner:
         if action.seconds:
             time.sleep(action.seconds)  # the point of the step: a delay the scenario chose
 
-    def _read_params(self, values: dict[str, str]) -> dict[str, str]:
-        out = {}
+    def _set_params(self, values: dict[str, str]) -> None:
+        """Write module parameters, remembering the values they had before the run."""
         for key in values:
-            module, name = key.split(".", 1)
-            path = f"/sys/module/{module}/parameters/{name}"
-            out[key] = self.vm.ssh.run_check(f"cat {path}").stdout.strip()
-        return out
+            if key not in self.saved_params:
+                module, name = key.split(".", 1)
+                path = f"/sys/module/{module}/parameters/{name}"
+                self.saved_params[key] = self.vm.ssh.run_check(f"cat {path}").stdout.strip()
+        self._write_params(values)
 
     def _write_params(self, values: dict[str, str]) -> None:
         for key, value in values.items():
