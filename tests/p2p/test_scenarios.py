@@ -1,4 +1,4 @@
-"""Claims 5-7 run from scenario files through the scenario engine, on one guest.
+"""Claims 1, 3-8 run from scenario files through the scenario engine, on one guest.
 
 The same engine runs campaigns; here it runs the hand-written claim scenarios in
 ``scenarios/claims/`` back to back on one booted guest (each leaves the guest clean, so the
@@ -31,7 +31,7 @@ steps:
 """
 
 
-def test_claims_5_to_7_from_scenario_files(fresh_p2p_vm: Callable[..., Machine]) -> None:
+def test_claims_from_scenario_files(fresh_p2p_vm: Callable[..., Machine]) -> None:
     vm = fresh_p2p_vm("default")
     runner = Runner(vm)
     names = []
@@ -41,7 +41,15 @@ def test_claims_5_to_7_from_scenario_files(fresh_p2p_vm: Callable[..., Machine])
         assert result.passed, result.report() + "\n" + "\n".join(result.log)
         assert result.reusable, f"{path.name} left the guest unusable: {result.log}"
         names.append(scenario.name)
-    assert names == ["claim5-unplug-zaps", "claim6-unplug-waits", "claim7-gone"]
+    assert names == [
+        "claim1-map-lands",
+        "claim3-invalidate-any-time",
+        "claim4-eviction",
+        "claim5-unplug-zaps",
+        "claim6-unplug-waits",
+        "claim7-gone",
+        "claim8-refuse-pin",
+    ]
 
     lazy = runner.run(loader.load_text(LAZY))
     assert not lazy.passed
