@@ -490,17 +490,31 @@ class Runner:
         for rec in self.unplugs:
             if rec.outcome is Outcome.COMPLETES and rec.device not in gone:
                 gone.append(rec.device)
+        listed = {d.pci_id for d in pci.list_devices(self.vm.ssh)} if gone else set()
         for device_id in gone:
-            if not pci.find(self.vm.ssh, self._device_pci_id(device_id)):
+            if self._device_pci_id(device_id) not in listed:
                 self._note(f"restoring: plugging {device_id} back")
                 self._plug(Plug(device_id))
+
+    def _bound(self) -> dict[str, int]:
+        """How many devices of each PCI id have a driver, from one listing (one command)."""
+        counts: dict[str, int] = {}
+        for d in pci.list_devices(self.vm.ssh):
+            if d.driver:
+                counts[d.pci_id] = counts.get(d.pci_id, 0) + 1
+        return counts
 
     def _clean(self) -> bool:
         """Whether the guest is back to where a new run can start."""
         shell = self.vm.ssh
+        wanted: dict[str, int] = {}
         for dev in self.vm.spec.devices:
-            if not any(d.driver for d in pci.find(shell, self._device_pci_id(dev.id))):
-                self._note(f"not reusable: {dev.id} is not bound")
+            pci_id = self._device_pci_id(dev.id)
+            wanted[pci_id] = wanted.get(pci_id, 0) + 1
+        bound = self._bound()
+        for pci_id, n in wanted.items():
+            if bound.get(pci_id, 0) < n:
+                self._note(f"not reusable: {n - bound.get(pci_id, 0)} x {pci_id} not bound")
                 return False
         if shell.run("pidof p2pctl").stdout.strip():
             return False
