@@ -39,6 +39,7 @@
 
 #include <linux/bitmap.h>
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/idr.h>
 #include <linux/io.h>
@@ -91,6 +92,16 @@ MODULE_PARM_DESC(unplug_wait_ms, "On remove, wait this long for importers to p2p
 static unsigned int evict_wait_ms = 2000;
 module_param(evict_wait_ms, uint, 0644);
 MODULE_PARM_DESC(evict_wait_ms, "On evict, wait this long for importers to p2p_unmap");
+
+/*
+ * A bug planted on purpose, for the testbed's campaigns to find (default off):
+ * remove() zaps *before* marking the device dead and sleeps this long in
+ * between, so an importer that maps again in that window (a DMA stream) keeps
+ * a mapping no zap ever revokes; remove then times out and releases the BAR.
+ */
+static unsigned int plant_race_ms;
+module_param(plant_race_ms, uint, 0644);
+MODULE_PARM_DESC(plant_race_ms, "TESTING ONLY: planted race in remove(), window in ms (0: off)");
 
 /* Counters: same order as struct p2p_exporter_stats. */
 enum exp_stat {
@@ -1244,6 +1255,12 @@ static void exp_remove(struct pci_dev *pdev)
 	misc_deregister(&exp->misc);
 	exp->misc_registered = false;
 
+	if (plant_race_ms) {	/* the planted bug: zap first, mark dead later */
+		unmap_mapping_range(exp->inode->i_mapping, 0, 0, 1);
+		exp_event(exp, "remove zapped early (planted race) importers_after=%lu",
+			  READ_ONCE(exp->nr_imports));
+		msleep(plant_race_ms);
+	}
 	mutex_lock(&exp->evict_lock);	/* let a running eviction finish */
 	mutex_lock(&exp->lock);
 	exp->dead = true;
@@ -1251,7 +1268,8 @@ static void exp_remove(struct pci_dev *pdev)
 	wake_up_all(&exp->wq);
 	mutex_unlock(&exp->lock);
 
-	unmap_mapping_range(exp->inode->i_mapping, 0, 0, 1);
+	if (!plant_race_ms)
+		unmap_mapping_range(exp->inode->i_mapping, 0, 0, 1);
 	t1 = ktime_get_real_ns();
 	after_zap = READ_ONCE(exp->nr_imports);
 	exp_event(exp, "remove zapped importers_before=%lu importers_after=%lu zap_ns=%llu",
