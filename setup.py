@@ -20,7 +20,7 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 #: The folders a wheel carries (keep in step with testbed.paths.DATA_FOLDERS).
-DATA_FOLDERS = ("qemu-devices", "guest-kernel-config", "tests/p2p")
+DATA_FOLDERS = ("qemu-devices", "guest-kernel-config", "scenarios", "tests/p2p")
 #: Build products and caches that may lie in a developer's checkout; never shipped.
 SKIP = ("__pycache__", "*.pyc", "*.o", "*.ko", "*.mod", "*.mod.c", "*.cmd", ".*",
         "modules.order", "Module.symvers")  # fmt: skip

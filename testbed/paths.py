@@ -25,7 +25,7 @@ PROJECT_ROOT = PACKAGE_DIR.parent
 #: Where a wheel puts the project's data folders.
 PACKAGED_DATA = PACKAGE_DIR / "_data"
 #: The folders, relative to the checkout, that a wheel carries under :data:`PACKAGED_DATA`.
-DATA_FOLDERS = ("qemu-devices", "guest-kernel-config", "tests/p2p")
+DATA_FOLDERS = ("qemu-devices", "guest-kernel-config", "scenarios", "tests/p2p")
 
 
 def data_root() -> Path:
@@ -42,6 +42,11 @@ def devices_dir() -> Path:
 def kernel_config_dir() -> Path:
     """``guest-kernel-config/``: config fragments and patch series."""
     return data_root() / "guest-kernel-config"
+
+
+def scenarios_dir() -> Path:
+    """``scenarios/``: scenario files, e.g. the claims run through the scenario engine."""
+    return data_root() / "scenarios"
 
 
 def suite_dir() -> Path:

@@ -20,9 +20,7 @@ from typing import Any
 
 from testbed.cli.common import accel_from, add_kernel_options, kernel_from
 from testbed.errors import ConfigError
-from testbed.p2p.payload import payload
-from testbed.scenario import faults, loader
-from testbed.scenario.campaign import Campaign, Options, Pool, Progress, with_params
+from testbed.scenario import faults
 from testbed.scenario.model import Params
 
 
@@ -82,6 +80,12 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    # What acts (machines, SSH) loads here, not with the parser: every command pays for the
+    # imports of every subcommand module (see testbed.cli.execute).
+    from testbed.p2p.payload import payload
+    from testbed.scenario import loader
+    from testbed.scenario.campaign import Campaign, Options, Pool, Progress, with_params
+
     kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
     try:
         scenarios = faults.plan(args.seed, args.runs, kinds)

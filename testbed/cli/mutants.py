@@ -31,7 +31,7 @@ from testbed.p2p import mutants as mut
 
 log = logging.getLogger(__name__)
 
-SUITE = paths.PROJECT_ROOT / "tests" / "p2p"
+SUITE = paths.suite_dir()
 
 
 def add_parser(sub: Any) -> None:
@@ -109,7 +109,7 @@ def run_suite(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=paths.PROJECT_ROOT,
+                cwd=paths.data_root(),
                 check=False,
                 timeout=args.suite_timeout,
             )

@@ -20,13 +20,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.cli.common import accel_from, add_kernel_options, kernel_from
 from testbed.errors import ConfigError
-from testbed.p2p.payload import payload
-from testbed.scenario import repro
-from testbed.scenario.campaign import Campaign, CampaignReport, Options, Pool, Progress
+
+if TYPE_CHECKING:
+    from testbed.scenario.campaign import CampaignReport
 
 
 def add_parser(sub: Any) -> None:
@@ -56,6 +56,11 @@ def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # loaded here, not with the parser: see testbed.cli.campaign
+    from testbed.p2p.payload import payload
+    from testbed.scenario import repro
+    from testbed.scenario.campaign import Campaign, Options, Pool, Progress
+
     signal.signal(signal.SIGTERM, _term_as_interrupt)
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")

@@ -14,7 +14,7 @@ from testbed.qemu.machine import Machine
 from testbed.scenario import loader
 from testbed.scenario.runner import Runner
 
-CLAIMS = paths.PROJECT_ROOT / "scenarios" / "claims"
+CLAIMS = paths.scenarios_dir() / "claims"
 
 #: An importer that never unmaps (lazy_unmap) makes the exporter's remove give up at its
 #: bound: the verdict must call that a failure unless the scenario allows it.
