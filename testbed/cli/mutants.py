@@ -25,7 +25,7 @@ from typing import Any
 from testbed import paths
 from testbed.cli.common import add_kernel_options, kernel_from
 from testbed.errors import ImageError, ModuleBuildError, TestbedError
-from testbed.guest.modules import build_p2p_modules, source_dir, source_files
+from testbed.guest.modules import build_p2p_modules, first_error, source_dir, source_files
 from testbed.kernel.image import Kernel
 from testbed.p2p import mutants as mut
 
@@ -123,11 +123,18 @@ def run_suite(
 
 
 def _build(kernel: Kernel, tree: Path) -> str | None:
-    """Build the drivers in ``tree``; None, or why they do not build (first line)."""
+    """Build the drivers in ``tree``; None, or why they do not build: the first compiler
+    error as ``exporter/p2p_exporter.c:774: message`` (relative to the drivers' folder)."""
     try:
         build_p2p_modules(kernel, src=tree)
-    except (ModuleBuildError, ImageError) as exc:
-        return str(exc).splitlines()[0]
+    except ModuleBuildError as exc:
+        location, message = first_error(exc.output)
+        if message is None:
+            return str(exc).splitlines()[0]
+        where = f"{location.replace(f'{tree.resolve()}/', '')}: " if location else ""
+        return where + message
+    except ImageError as exc:  # p2pctl
+        return str(exc).replace(f"{tree.resolve()}/", "").splitlines()[0]
     return None
 
 

@@ -8,6 +8,7 @@ Cheap (one real module build, no guest), so it runs in ci/test.sh; the full cata
 from __future__ import annotations
 
 import difflib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,8 +75,8 @@ def test_stale_and_broken_patches_are_reported_as_such_never_as_caught(
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     assert "01-stale: does not apply: 01-stale.patch: error: patch failed: " in out
-    assert "02-broken: does not compile: building the P2P guest modules against" in out
-    assert f"{EXPORTER}:" in out.split("02-broken: does not compile:")[-1]
+    # the first compiler error, relative to the drivers' folder (not the temporary copy)
+    assert re.search(rf"02-broken: does not compile: {EXPORTER}:\d+: expected expression", out)
     assert "0/2 mutants caught" in out
     assert "caught (" not in out
     assert not (tmp_path / "artifacts").exists(), "no suite may run for either"
