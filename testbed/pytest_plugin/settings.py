@@ -20,6 +20,7 @@ class Settings:
     accel: Accel | None  #: None: what each machine's YAML says (``auto`` by default)
     artifacts: Path
     keep_artifacts: bool
+    machine: str = "default"  #: the machine the reference suite runs on (qemu-devices/machines)
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -49,6 +50,12 @@ def add_options(parser: pytest.Parser) -> None:
         "--testbed-accel",
         choices=[a.value for a in Accel],
         help="auto: probe KVM with a bounded boot, fall back to TCG; kvm/tcg: force",
+    )
+    group.addoption(
+        "--testbed-machine",
+        metavar="NAME",
+        default="default",
+        help="machine the reference suite runs on, e.g. 'switch' (default: %(default)s)",
     )
     group.addoption(
         "--testbed-artifacts",
@@ -84,4 +91,5 @@ def _parse(config: pytest.Config) -> Settings:
         accel=Accel(accel) if accel else None,
         artifacts=Path(config.getoption("--testbed-artifacts")).absolute(),
         keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
+        machine=str(config.getoption("--testbed-machine")),
     )

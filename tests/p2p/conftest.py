@@ -1,5 +1,11 @@
 """Fixtures of the reference suite: guests with the P2P drivers loaded.
 
+Machine and path. The suite runs on one machine, ``--testbed-machine`` (``default``: devices on
+separate root ports; ``switch``: both under one PCIe switch). Every guest reports which path its
+drivers were built for (``/sys/module/p2p_*/parameters/path``: ``vm_ops`` when the kernel has
+the RFC's ``vm_operations_struct`` members, else ``compat``); each test records both as JUnit
+properties, the session records them as testsuite properties, the summary prints them.
+
 Isolation. Tests that leave the devices in place share one guest per module (``p2p_vm``);
 before each of them the fixture checks the guest is back to a clean state -- both devices
 bound, no live p2p_map record, no MR, no p2pctl process, module parameters at their
@@ -20,7 +26,7 @@ from testbed.guest import pci
 from testbed.kernel.image import Kernel
 from testbed.p2p import debugfs
 from testbed.p2p.payload import Payload, payload
-from testbed.pytest_plugin.settings import Settings
+from testbed.pytest_plugin.settings import Settings, from_config
 from testbed.pytest_plugin.state import FACTS, folder_name, watch
 from testbed.qemu.machine import Machine
 
@@ -37,6 +43,53 @@ DEFAULT_PARAMS = {
     },
     "p2p_importer": {"lazy_unmap": "N"},
 }
+
+
+PATHS = ("vm_ops", "compat")
+
+
+def driver_path(vm: Machine) -> str:
+    """The path both loaded drivers say they use (they must agree), recorded for the run."""
+    words = vm.ssh.run_check(
+        "cat /sys/module/p2p_exporter/parameters/path /sys/module/p2p_importer/parameters/path"
+    ).stdout.split()
+    assert len(words) == 2 and words[0] == words[1] and words[0] in PATHS, (
+        f"the drivers disagree on their path or report an unknown one: {words}"
+    )
+    return words[0]
+
+
+def _note_path(config: pytest.Config, vm: Machine) -> None:
+    config.stash[FACTS].p2p_paths.add(driver_path(vm))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``machine`` parameters: the suite's machine, and native hotplug next to it."""
+    if "machine" in metafunc.fixturenames:
+        suite = from_config(metafunc.config).machine
+        metafunc.parametrize("machine", list(dict.fromkeys([suite, "native-hotplug"])))
+
+
+@pytest.fixture(autouse=True)
+def _record_path_and_machine(
+    request: pytest.FixtureRequest,
+    record_property: Callable[[str, object], None],
+    testbed_settings: Settings,
+) -> Iterator[None]:
+    yield
+    record_property("machine", testbed_settings.machine)
+    record_property("p2p_path", ",".join(sorted(request.config.stash[FACTS].p2p_paths)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_suite_path_and_machine(
+    request: pytest.FixtureRequest,
+    record_testsuite_property: Callable[[str, object], None],
+    testbed_settings: Settings,
+) -> Iterator[None]:
+    yield
+    record_testsuite_property("machine", testbed_settings.machine)
+    record_testsuite_property("p2p_path", ",".join(sorted(request.config.stash[FACTS].p2p_paths)))
 
 
 def set_params(vm: Machine, params: dict[str, dict[str, str]]) -> None:
@@ -65,13 +118,14 @@ def shared_p2p_machine(
     folder = testbed_settings.artifacts / folder_name(f"{request.module.__name__}-shared-guest")
     shutil.rmtree(folder, ignore_errors=True)
     machine = Machine(
-        load_machine("default"),
+        load_machine(testbed_settings.machine),
         testbed_kernel,
         folder,
         accel=testbed_settings.accel,
         **p2p_payload.machine_kwargs(),
     )
     with machine:
+        _note_path(request.config, machine)
         yield machine
     facts = request.config.stash[FACTS]
     if folder in facts.kept or testbed_settings.keep_artifacts:
@@ -101,11 +155,19 @@ def p2p_vm(request: pytest.FixtureRequest, shared_p2p_machine: Machine) -> Itera
 
 @pytest.fixture
 def fresh_p2p_vm(
-    machine_factory: Callable[..., Machine], p2p_payload: Payload
+    request: pytest.FixtureRequest,
+    machine_factory: Callable[..., Machine],
+    p2p_payload: Payload,
+    testbed_settings: Settings,
 ) -> Callable[..., Machine]:
-    """Boot a guest of its own with the drivers: ``fresh_p2p_vm("native-hotplug")``."""
+    """Boot a guest of its own with the drivers: ``fresh_p2p_vm()`` (the suite's machine),
+    ``fresh_p2p_vm("native-hotplug")``."""
 
-    def boot(name: str = "default", **kwargs: object) -> Machine:
-        return machine_factory(name, **p2p_payload.machine_kwargs(), **kwargs)
+    def boot(name: str | None = None, **kwargs: object) -> Machine:
+        vm = machine_factory(
+            name or testbed_settings.machine, **p2p_payload.machine_kwargs(), **kwargs
+        )
+        _note_path(request.config, vm)
+        return vm
 
     return boot

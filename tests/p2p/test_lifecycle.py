@@ -50,7 +50,7 @@ def test_process_exit_while_mapped_leaves_no_reference(p2p_vm: Machine) -> None:
 def test_fifty_plug_unplug_cycles_leak_nothing(
     fresh_p2p_vm: Boot, record_property: Callable[[str, object], None]
 ) -> None:
-    vm = fresh_p2p_vm("default")
+    vm = fresh_p2p_vm()
     exporter_id = "1af4:1110"
     ctl.p2pctl(vm.ssh, "create size=16K", "mmap", "reg", "dma-write len=64 pattern=1").expect_ok()
     before = _meminfo(vm.ssh)
