@@ -35,8 +35,13 @@ class Collector:
 
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
+        #: what the tests recorded as JUnit properties: the machine, the drivers' path
+        self.facts: dict[str, set[str]] = {"machine": set(), "p2p_path": set()}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key in self.facts and value:
+                self.facts[key].update(str(value).split(","))
         name = report.nodeid.split("::", 1)[-1]
         match = _CLAIM.search(name)
         row = self.rows.setdefault(
@@ -49,7 +54,15 @@ class Collector:
             row.result = "skipped"
 
 
-def table(rows: list[Row]) -> str:
+def context(facts: dict[str, set[str]]) -> str:
+    """``path: vm_ops, machine: switch`` -- what the table's results were obtained on."""
+    return ", ".join(
+        f"{label}: {'/'.join(sorted(facts.get(key, ()))) or '?'}"
+        for label, key in (("path", "p2p_path"), ("machine", "machine"))
+    )
+
+
+def table(rows: list[Row], facts: dict[str, set[str]] | None = None) -> str:
     # claims in order, then the other tests, each group in the order they ran
     rows = sorted(rows, key=lambda r: int(r.claim[5:]) if r.claim != "-" else 1 << 30)
     head = ("claim", "test", "result", "seconds")
@@ -64,11 +77,13 @@ def table(rows: list[Row]) -> str:
             for i, (v, w) in enumerate(zip(values, widths, strict=True))
         ).rstrip()
 
-    out = [line(head), line(tuple("-" * w for w in widths))]
+    where = f" ({context(facts)})" if facts is not None else ""
+    out = [f"results{where}"] if where else []
+    out += [line(head), line(tuple("-" * w for w in widths))]
     out += [line(c) for c in cells]
     total = sum(r.seconds for r in rows)
     passed = sum(r.result == "passed" for r in rows)
-    out.append(f"{passed}/{len(rows)} passed in {total:.1f} s")
+    out.append(f"{passed}/{len(rows)} passed in {total:.1f} s{where}")
     return "\n".join(out)
 
 
@@ -90,6 +105,9 @@ def add_parser(sub: Any) -> None:
         help="per-test artifact folders, kept for failures (default: %(default)s)",
     )
     p.add_argument("--keep-artifacts", action="store_true", help="keep them for passes too")
+    p.add_argument(
+        "--machine", help="machine to run the suite on, e.g. 'switch' (default: 'default')"
+    )
     add_kernel_options(p)
     p.set_defaults(func=main)
 
@@ -102,7 +120,7 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--junitxml={args.junit}")
     if args.keyword:
         argv += ["-k", args.keyword]
-    for option in ("kernel", "modules", "build", "accel"):
+    for option in ("kernel", "modules", "build", "accel", "machine"):
         value = getattr(args, option)
         if value is not None:
             argv.append(f"--testbed-{option}={value}")
@@ -113,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
     collector = Collector()
     code = pytest.main(pytest_args(args), plugins=[collector])
     print()
-    print(table(list(collector.rows.values())))
+    print(table(list(collector.rows.values()), collector.facts))
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("testbed: error: no tests were collected from", SUITE)
         return 1
