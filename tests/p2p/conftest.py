@@ -25,7 +25,7 @@ from testbed.devices.registry import load_machine
 from testbed.guest import pci
 from testbed.kernel.image import Kernel
 from testbed.p2p import debugfs
-from testbed.p2p.payload import Payload, payload
+from testbed.p2p.payload import Payload, driver_path, payload
 from testbed.pytest_plugin.settings import Settings, from_config
 from testbed.pytest_plugin.state import FACTS, folder_name, watch
 from testbed.qemu.machine import Machine
@@ -45,22 +45,8 @@ DEFAULT_PARAMS = {
 }
 
 
-PATHS = ("vm_ops", "compat")
-
-
-def driver_path(vm: Machine) -> str:
-    """The path both loaded drivers say they use (they must agree), recorded for the run."""
-    words = vm.ssh.run_check(
-        "cat /sys/module/p2p_exporter/parameters/path /sys/module/p2p_importer/parameters/path"
-    ).stdout.split()
-    assert len(words) == 2 and words[0] == words[1] and words[0] in PATHS, (
-        f"the drivers disagree on their path or report an unknown one: {words}"
-    )
-    return words[0]
-
-
 def _note_path(config: pytest.Config, vm: Machine) -> None:
-    config.stash[FACTS].p2p_paths.add(driver_path(vm))
+    config.stash[FACTS].p2p_paths.add(driver_path(vm.ssh))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
