@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from testbed.devices.registry import load_machine
+from testbed.devices.registry import load_machine, machine_names
 from testbed.guest import pci
 from testbed.kernel.image import Kernel
 from testbed.p2p import debugfs
@@ -50,10 +50,12 @@ def _note_path(config: pytest.Config, vm: Machine) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``machine`` parameters: the suite's machine, and native hotplug next to it."""
+    """``machine`` parameters: the suite's machine, and its native-hotplug twin next to it
+    (``<machine>-native`` where one exists, e.g. ``switch-native``; else ``native-hotplug``)."""
     if "machine" in metafunc.fixturenames:
         suite = from_config(metafunc.config).machine
-        metafunc.parametrize("machine", list(dict.fromkeys([suite, "native-hotplug"])))
+        twin = f"{suite}-native" if f"{suite}-native" in machine_names() else "native-hotplug"
+        metafunc.parametrize("machine", list(dict.fromkeys([suite, twin])))
 
 
 @pytest.fixture(autouse=True)

@@ -95,7 +95,7 @@ def small_machine(hotplug: Hotplug = Hotplug.ACPI, cpu_model: str | None = None)
 # --- golden files ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch"])
+@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch", "switch-native"])
 def test_golden_argv(name: str) -> None:
     argv = build_argv(registry.load_machine(name), LAUNCH)
     assert all("\n" not in arg for arg in argv)
@@ -107,9 +107,12 @@ def test_golden_argv(name: str) -> None:
     assert text.splitlines() == golden.read_text().splitlines()
 
 
-def test_goldens_differ_only_by_hotplug_global() -> None:
-    default = (GOLDEN / "default.txt").read_text().splitlines()
-    native = (GOLDEN / "native-hotplug.txt").read_text().splitlines()
+@pytest.mark.parametrize(
+    ("acpi", "twin"), [("default", "native-hotplug"), ("switch", "switch-native")]
+)
+def test_goldens_differ_only_by_hotplug_global(acpi: str, twin: str) -> None:
+    default = (GOLDEN / f"{acpi}.txt").read_text().splitlines()
+    native = (GOLDEN / f"{twin}.txt").read_text().splitlines()
     at = native.index("-global")
     assert native[at : at + 2] == ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
     assert native[:at] + native[at + 2 :] == default
@@ -295,7 +298,7 @@ def test_build_argv_is_pure() -> None:
     assert build_argv(machine, LAUNCH) == build_argv(machine, LAUNCH)
 
 
-@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch"])
+@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch", "switch-native"])
 def test_shell_line_round_trips(name: str) -> None:
     argv = build_argv(registry.load_machine(name), LAUNCH)
     assert shlex.split(shell_line(argv)) == argv
