@@ -36,9 +36,11 @@ def test_process_exit_while_mapped_leaves_no_reference(p2p_vm: Machine) -> None:
     refs = {m: debugfs.module_refcount(vm.ssh, m) for m in ("p2p_exporter", "p2p_importer")}
     objects = debugfs.exporter_stats(vm.ssh)["objects"]
     # exit with an object, a mapping, two MRs and no dereg/munmap/destroy
-    ctl.p2pctl(
+    run = ctl.p2pctl(
         vm.ssh, "create size=64K", "mmap", "reg", "reg", "dma-write len=64 pattern=9", "exit"
     ).expect_ok()
+    # 'exit' sets the exit status itself: check the steps, or a refused reg would pass unseen
+    assert all(step.ok for step in run.steps), run
     exporter, importer = debugfs.exporter_stats(vm.ssh), debugfs.importer_stats(vm.ssh)
     assert exporter["imports"] == 0 and importer["mrs"] == 0
     assert exporter["objects"] == objects
