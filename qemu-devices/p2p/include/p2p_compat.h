@@ -114,7 +114,7 @@ static inline bool p2p_vma_device_test(struct vm_area_struct *vma,
 		return true;
 	ok = device_test_p2p(importer, exporter);
 	if (!ok)
-		p2p_compat_event("p2p_importer", dev_name(importer),
+		p2p_compat_event(KBUILD_MODNAME, dev_name(importer),
 				 "map refused by device_test_p2p exporter=%s",
 				 dev_name(exporter));
 	put_device(exporter);
