@@ -48,6 +48,8 @@ class Collector:
         self.rows: dict[str, Row] = {}
         #: the test between its start and its finish (None between tests)
         self.running: str | None = None
+        #: what the tests recorded as JUnit properties: the machine, the drivers' path
+        self.facts: dict[str, set[str]] = {"machine": set(), "p2p_path": set()}
 
     def _row(self, nodeid: str) -> Row:
         name = nodeid.split("::", 1)[-1]
@@ -70,6 +72,9 @@ class Collector:
             self.running = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key in self.facts and value:
+                self.facts[key].update(str(value).split(","))
         row = self._row(report.nodeid)
         row.seconds += report.duration
         if report.failed:
@@ -78,7 +83,15 @@ class Collector:
             row.result = "skipped"
 
 
-def table(rows: list[Row]) -> str:
+def context(facts: dict[str, set[str]]) -> str:
+    """``path: vm_ops, machine: switch`` -- what the table's results were obtained on."""
+    return ", ".join(
+        f"{label}: {'/'.join(sorted(facts.get(key, ()))) or '?'}"
+        for label, key in (("path", "p2p_path"), ("machine", "machine"))
+    )
+
+
+def table(rows: list[Row], facts: dict[str, set[str]] | None = None) -> str:
     # claims in order, then the other tests, each group in the order they ran
     rows = sorted(rows, key=lambda r: int(r.claim[5:]) if r.claim != "-" else 1 << 30)
     head = ("claim", "test", "result", "seconds")
@@ -93,11 +106,13 @@ def table(rows: list[Row]) -> str:
             for i, (v, w) in enumerate(zip(values, widths, strict=True))
         ).rstrip()
 
-    out = [line(head), line(tuple("-" * w for w in widths))]
+    where = f" ({context(facts)})" if facts is not None else ""
+    out = [f"results{where}"] if where else []
+    out += [line(head), line(tuple("-" * w for w in widths))]
     out += [line(c) for c in cells]
     total = sum(r.seconds for r in rows)
     passed = sum(r.result == "passed" for r in rows)
-    summary = f"{passed}/{len(rows)} passed in {total:.1f} s"
+    summary = f"{passed}/{len(rows)} passed in {total:.1f} s{where}"
     interrupted = sum(r.result == "interrupted" for r in rows)
     out.append(summary + (f" ({interrupted} interrupted)" if interrupted else ""))
     return "\n".join(out)
@@ -121,6 +136,9 @@ def add_parser(sub: Any) -> None:
         help="per-test artifact folders, kept for failures (default: %(default)s)",
     )
     p.add_argument("--keep-artifacts", action="store_true", help="keep them for passes too")
+    p.add_argument(
+        "--machine", help="machine to run the suite on, e.g. 'switch' (default: 'default')"
+    )
     add_kernel_options(p)
     add_boot_options(p)
     p.set_defaults(func=main)
@@ -137,7 +155,7 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--junitxml={args.junit}")
     if args.keyword:
         argv += ["-k", args.keyword]
-    for option in ("kernel", "modules", "build", "accel", "boot_timeout"):
+    for option in ("kernel", "modules", "build", "accel", "boot_timeout", "machine"):
         value = getattr(args, option, None)
         if value is not None:
             argv.append(f"--testbed-{option.replace('_', '-')}={value}")
@@ -190,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
         if code == pytest.ExitCode.INTERRUPTED:
             collector.interrupted()
         print()
-        print(table(list(collector.rows.values())))
+        print(table(list(collector.rows.values()), collector.facts))
     if stop.signum is not None or code == pytest.ExitCode.INTERRUPTED:
         signum = stop.signum or signal.SIGINT
         print(f"testbed: interrupted by {signal.Signals(signum).name}", file=sys.stderr)

@@ -137,6 +137,35 @@ def _bar_too_big(size: int) -> str:
     )
 
 
+def _check_qemu_id(what: str, value: str) -> None:
+    if not _QEMU_ID.match(value):
+        raise ValueError(
+            f"{what} {value!r} must start with a letter and use letters, digits, "
+            "'-', '_' or '.' (at most 31 characters)"
+        )
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A PCIe switch: an ``x3130-upstream`` port behind a pcie-root-port of its own, and one
+    ``xio3130-downstream`` port per device placed on it (``switch: <id>`` on the device).
+
+    Devices under one switch share an upstream bridge, which is what Linux's P2PDMA policy
+    (``pci_p2pdma_distance``) asks for; devices on separate root ports do not.
+    """
+
+    id: str  #: the QEMU id of the upstream port; its root port is ``rp-<id>``
+    source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_qemu_id("switch id", self.id)
+
+    @property
+    def port_id(self) -> str:
+        """The id of the pcie-root-port the switch's upstream port sits behind."""
+        return f"rp-{self.id}"
+
+
 @dataclass(frozen=True)
 class DeviceInstance:
     """A device placed in a machine: ``id`` is the QEMU device id used for hot-plug."""
@@ -145,14 +174,13 @@ class DeviceInstance:
     type: str
     bar_size: Size | None = None  #: overrides the type's backing size
     properties: dict[str, str] = field(default_factory=dict)
+    #: where it sits: None behind a pcie-root-port of its own, else behind a downstream port
+    #: of the switch with this id (see :class:`Switch`)
+    switch: str | None = None
     source: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not _QEMU_ID.match(self.id):
-            raise ValueError(
-                f"device id {self.id!r} must start with a letter and use letters, digits, "
-                "'-', '_' or '.' (at most 31 characters)"
-            )
+        _check_qemu_id("device id", self.id)
         if self.bar_size is not None:
             Backing(self.bar_size)  # same power-of-two rule
             if self.bar_size > MAX_BAR_TOTAL:
@@ -161,8 +189,9 @@ class DeviceInstance:
 
     @property
     def port_id(self) -> str:
-        """The id of the pcie-root-port this device sits behind."""
-        return f"rp-{self.id}"
+        """The id of the port this device sits behind (its hot-plug slot): its own
+        pcie-root-port ``rp-<id>``, or its switch's downstream port ``dp-<id>``."""
+        return f"dp-{self.id}" if self.switch is not None else f"rp-{self.id}"
 
 
 @dataclass(frozen=True)
@@ -177,6 +206,7 @@ class MachineSpec:
     accel: Accel = Accel.AUTO
     hotplug: Hotplug = Hotplug.ACPI
     kernel_args: tuple[str, ...] = ()
+    switches: tuple[Switch, ...] = ()  #: PCIe switches devices may sit under
     devices: tuple[DeviceInstance, ...] = ()
     source: str = field(default="", compare=False, repr=False)
 
@@ -215,6 +245,20 @@ class MachineSpec:
                     index,
                 )
             seen[dev.id] = index
+        switch_ids = [sw.id for sw in self.switches]
+        for index, sw in enumerate(self.switches):
+            if sw.id in seen or sw.id in switch_ids[:index]:
+                raise ValueError(f"switch id {sw.id!r} is also a device id or used twice")
+        for dev in self.devices:
+            if dev.switch is not None and dev.switch not in switch_ids:
+                known = ", ".join(switch_ids) or "none declared under 'switches'"
+                raise ValueError(
+                    f"device {dev.id!r} sits on switch {dev.switch!r}, which does not exist; "
+                    f"known switches: {known}"
+                )
+        for sw in self.switches:
+            if not any(dev.switch == sw.id for dev in self.devices):
+                raise ValueError(f"switch {sw.id!r} has no device on it")
 
     def device(self, device_id: str) -> DeviceInstance:
         """The instance with ``device_id``; :class:`UnknownNameError` lists the valid ids."""

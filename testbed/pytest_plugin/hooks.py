@@ -31,7 +31,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     kernel = str(settings.kernel_image) if settings.kernel_image else "Debian stock (cached)"
     accel = settings.accel.value if settings.accel else "per machine (auto: probe KVM, else TCG)"
     return [
-        f"testbed: kernel {kernel}; accel {accel}",
+        f"testbed: kernel {kernel}; accel {accel}; machine {settings.machine}",
         f"testbed: artifacts in {settings.artifacts}"
         + (" (kept for every test)" if settings.keep_artifacts else " (kept for failures)"),
     ]
@@ -75,7 +75,7 @@ def pytest_runtest_makereport(
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     facts = terminalreporter.config.stash.get(FACTS, None)
-    if facts is None or not (facts.kernels or facts.kept):
+    if facts is None or not (facts.kernels or facts.kept or facts.p2p_paths):
         return
     write = terminalreporter.write_line
     terminalreporter.section("testbed")
@@ -83,5 +83,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         write(f"kernel: {kernel}")
     for accel in sorted(facts.accels):
         write(f"accel:  {accel}")
+    for path in sorted(facts.p2p_paths):
+        write(f"path: {path}")
     if facts.kept:
         write(f"artifacts kept for {len(facts.kept)} test(s), e.g. {facts.kept[0]}")

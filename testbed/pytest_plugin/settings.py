@@ -23,6 +23,7 @@ class Settings:
     keep_artifacts: bool
     boot_timeout: float = BOOT_TIMEOUT  #: seconds a machine may take to boot
     p2p_src: Path | None = None  #: None: the checkout's qemu-devices/p2p/ (see build_p2p_modules)
+    machine: str = "default"  #: the machine the reference suite runs on (qemu-devices/machines)
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -60,6 +61,12 @@ def add_options(parser: pytest.Parser) -> None:
         type=float,
         default=BOOT_TIMEOUT,
         help="seconds a guest may take to boot (default: %(default)g; a panic ends it at once)",
+    )
+    group.addoption(
+        "--testbed-machine",
+        metavar="NAME",
+        default="default",
+        help="machine the reference suite runs on, e.g. 'switch' (default: %(default)s)",
     )
     group.addoption(
         "--testbed-artifacts",
@@ -104,6 +111,7 @@ def _parse(config: pytest.Config) -> Settings:
         keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
         boot_timeout=_positive(config.getoption("--testbed-boot-timeout")),
         p2p_src=config.getoption("--testbed-p2p-src"),
+        machine=str(config.getoption("--testbed-machine")),
     )
 
 

@@ -28,6 +28,7 @@ class SessionFacts:
 
     kernels: set[str] = field(default_factory=set)
     accels: set[str] = field(default_factory=set)
+    p2p_paths: set[str] = field(default_factory=set)  #: "vm_ops"/"compat", as guests reported
     kept: list[Path] = field(default_factory=list)
 
 

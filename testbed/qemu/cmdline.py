@@ -113,7 +113,16 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
     ]  # fmt: skip
     if spec.hotplug is Hotplug.NATIVE:
         argv += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
-    for index, dev in enumerate(spec.devices, start=1):
+    # Every hot-plug capable port gets its own chassis/slot pair, numbered in argv order.
+    slots = iter(range(1, 256))
+    for sw in spec.switches:
+        n = next(slots)
+        argv += [
+            "-device", f"pcie-root-port,id={sw.port_id},bus=pcie.0,chassis={n},slot={n}",
+            "-device", f"x3130-upstream,id={sw.id},bus={sw.port_id}",
+        ]  # fmt: skip
+    downstream = dict.fromkeys((sw.id for sw in spec.switches), 0)
+    for dev in spec.devices:
         size = backing_size(machine, dev)
         if size is not None:
             path = backing_file(launch.backing_dir, dev)
@@ -121,10 +130,16 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
                 "-object",
                 f"memory-backend-file,id={memdev_id(dev)},share=on,mem-path={_path(path)},size={size}",
             ]
-        argv += [
-            "-device",
-            f"pcie-root-port,id={dev.port_id},bus=pcie.0,chassis={index},slot={index}",
-        ]
+        n = next(slots)
+        if dev.switch is None:
+            port = f"pcie-root-port,id={dev.port_id},bus=pcie.0,chassis={n},slot={n}"
+        else:
+            port = (
+                f"xio3130-downstream,id={dev.port_id},bus={dev.switch},"
+                f"port={downstream[dev.switch]},chassis={n},slot={n}"
+            )
+            downstream[dev.switch] += 1
+        argv += ["-device", port]
         props = device_properties(machine, dev)
         driver = props.pop("driver")
         argv += ["-device", f"{driver},{_props(props)}"]

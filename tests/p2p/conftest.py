@@ -1,5 +1,11 @@
 """Fixtures of the reference suite: guests with the P2P drivers loaded.
 
+Machine and path. The suite runs on one machine, ``--testbed-machine`` (``default``: devices on
+separate root ports; ``switch``: both under one PCIe switch). Every guest reports which path its
+drivers were built for (``/sys/module/p2p_*/parameters/path``: ``vm_ops`` when the kernel has
+the RFC's ``vm_operations_struct`` members, else ``compat``); each test records both as JUnit
+properties, the session records them as testsuite properties, the summary prints them.
+
 Isolation. Tests that leave the devices in place share one guest per module (``p2p_vm``);
 before each of them the fixture checks the guest is back to a clean state -- both devices
 bound, no live p2p_map record (counted from the exporter's data in debugfs ``live``, and
@@ -19,17 +25,52 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from testbed.devices.registry import load_machine
+from testbed.devices.registry import load_machine, machine_names
 from testbed.guest import pci
 from testbed.kernel.image import Kernel
 from testbed.p2p import debugfs, params
-from testbed.p2p.payload import Payload, payload
-from testbed.pytest_plugin.settings import Settings
+from testbed.p2p.payload import Payload, driver_path, payload
+from testbed.pytest_plugin.settings import Settings, from_config
 from testbed.pytest_plugin.state import FACTS, folder_name, watch
 from testbed.qemu.machine import Machine
 
 EXPORTER = "1af4:1110"
 IMPORTER = "1234:11e8"
+
+
+def _note_path(config: pytest.Config, vm: Machine) -> None:
+    config.stash[FACTS].p2p_paths.add(driver_path(vm.ssh))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``machine`` parameters: the suite's machine, and its native-hotplug twin next to it
+    (``<machine>-native`` where one exists, e.g. ``switch-native``; else ``native-hotplug``)."""
+    if "machine" in metafunc.fixturenames:
+        suite = from_config(metafunc.config).machine
+        twin = f"{suite}-native" if f"{suite}-native" in machine_names() else "native-hotplug"
+        metafunc.parametrize("machine", list(dict.fromkeys([suite, twin])))
+
+
+@pytest.fixture(autouse=True)
+def _record_path_and_machine(
+    request: pytest.FixtureRequest,
+    record_property: Callable[[str, object], None],
+    testbed_settings: Settings,
+) -> Iterator[None]:
+    yield
+    record_property("machine", testbed_settings.machine)
+    record_property("p2p_path", ",".join(sorted(request.config.stash[FACTS].p2p_paths)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_suite_path_and_machine(
+    request: pytest.FixtureRequest,
+    record_testsuite_property: Callable[[str, object], None],
+    testbed_settings: Settings,
+) -> Iterator[None]:
+    yield
+    record_testsuite_property("machine", testbed_settings.machine)
+    record_testsuite_property("p2p_path", ",".join(sorted(request.config.stash[FACTS].p2p_paths)))
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +89,7 @@ def shared_p2p_machine(
     folder = testbed_settings.artifacts / folder_name(f"{request.module.__name__}-shared-guest")
     shutil.rmtree(folder, ignore_errors=True)
     machine = Machine(
-        load_machine("default"),
+        load_machine(testbed_settings.machine),
         testbed_kernel,
         folder,
         accel=testbed_settings.accel,
@@ -57,6 +98,7 @@ def shared_p2p_machine(
     )
     with machine:
         params.assert_defaults(machine.ssh, "freshly booted shared guest")
+        _note_path(request.config, machine)
         yield machine
     facts = request.config.stash[FACTS]
     if folder in facts.kept or testbed_settings.keep_artifacts:
@@ -90,13 +132,20 @@ def p2p_vm(request: pytest.FixtureRequest, shared_p2p_machine: Machine) -> Itera
 
 @pytest.fixture
 def fresh_p2p_vm(
-    machine_factory: Callable[..., Machine], p2p_payload: Payload
+    request: pytest.FixtureRequest,
+    machine_factory: Callable[..., Machine],
+    p2p_payload: Payload,
+    testbed_settings: Settings,
 ) -> Callable[..., Machine]:
-    """Boot a guest of its own with the drivers: ``fresh_p2p_vm("native-hotplug")``."""
+    """Boot a guest of its own with the drivers: ``fresh_p2p_vm()`` (the suite's machine),
+    ``fresh_p2p_vm("native-hotplug")``."""
 
-    def boot(name: str = "default", **kwargs: object) -> Machine:
-        vm = machine_factory(name, **p2p_payload.machine_kwargs(), **kwargs)
-        params.assert_defaults(vm.ssh, f"freshly booted {name} guest")
+    def boot(name: str | None = None, **kwargs: object) -> Machine:
+        vm = machine_factory(
+            name or testbed_settings.machine, **p2p_payload.machine_kwargs(), **kwargs
+        )
+        _note_path(request.config, vm)
+        params.assert_defaults(vm.ssh, f"freshly booted {name or testbed_settings.machine} guest")
         return vm
 
     return boot

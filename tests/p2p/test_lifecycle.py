@@ -116,7 +116,7 @@ def test_hundreds_of_map_unmap_pairs_leak_no_record_reference_or_slab(
 def test_fifty_plug_unplug_cycles_leak_nothing(
     fresh_p2p_vm: Boot, record_property: Callable[[str, object], None]
 ) -> None:
-    vm = fresh_p2p_vm("default")
+    vm = fresh_p2p_vm()
     exporter_id = "1af4:1110"
     ctl.p2pctl(vm.ssh, "create size=16K", "mmap", "reg", "dma-write len=64 pattern=1").expect_ok()
     before = _meminfo(vm.ssh)

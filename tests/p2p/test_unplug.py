@@ -1,5 +1,8 @@
 """Claims 5-7 (hot-unplug of the exporter) and the unplug corner cases, each on its own guest.
 
+Tests taking ``machine`` run on the suite's machine and on ``native-hotplug`` (conftest's
+``pytest_generate_tests``); the others on the suite's machine.
+
 Orders of events are read from the drivers' shared timeline (one guest clock) and from QMP's
 event log (the host clock); :func:`testbed.p2p.ctl.guest_clock_offset` relates the two.
 """
@@ -19,7 +22,6 @@ from testbed.p2p.host import hexint, read_bar
 from testbed.qemu.machine import Machine
 
 PAGE = 4096
-MACHINES = ["default", "native-hotplug"]
 Boot = Callable[..., Machine]
 
 
@@ -29,7 +31,6 @@ def _one(events: list[debugfs.Event], module: str, prefix: str) -> debugfs.Event
     return found[0]
 
 
-@pytest.mark.parametrize("machine", MACHINES)
 def test_claim5_unplug_zaps_the_exporter_vmas(fresh_p2p_vm: Boot, machine: str) -> None:
     vm = fresh_p2p_vm(machine)
     held = ctl.hold(
@@ -54,7 +55,6 @@ def test_claim5_unplug_zaps_the_exporter_vmas(fresh_p2p_vm: Boot, machine: str) 
     assert "Oops" not in vm.console_text()
 
 
-@pytest.mark.parametrize("machine", MACHINES)
 def test_claim6_unplug_completes_only_after_every_importer_unmapped(
     fresh_p2p_vm: Boot, machine: str, record_property: Callable[[str, object], None]
 ) -> None:
@@ -102,7 +102,6 @@ def test_claim6_unplug_completes_only_after_every_importer_unmapped(
 
 
 @pytest.mark.console_allows(Problem.P2P_WARNING)  # the warning is asserted below
-@pytest.mark.parametrize("machine", MACHINES)
 def test_claim6_importer_that_never_unmaps_ends_unplug_at_the_bound(
     fresh_p2p_vm: Boot, machine: str
 ) -> None:
@@ -150,7 +149,7 @@ def test_claim6_importer_that_never_unmaps_ends_unplug_at_the_bound(
 
 
 def test_claim7_after_unplug_map_fails_enodev_and_dma_writes_nothing(fresh_p2p_vm: Boot) -> None:
-    vm = fresh_p2p_vm("default")
+    vm = fresh_p2p_vm()
     held = ctl.hold(
         vm.ssh,
         "create size=64K",
@@ -176,7 +175,7 @@ def test_claim7_after_unplug_map_fails_enodev_and_dma_writes_nothing(fresh_p2p_v
 
 
 def test_unplug_during_inflight_dma_lands_whole_or_not_at_all(fresh_p2p_vm: Boot) -> None:
-    vm = fresh_p2p_vm("default")
+    vm = fresh_p2p_vm()
     held = ctl.hold(
         vm.ssh,
         "create size=64K",
@@ -200,7 +199,7 @@ def test_unplug_during_inflight_dma_lands_whole_or_not_at_all(fresh_p2p_vm: Boot
 
 
 def test_importer_unplug_while_mapped_releases_everything(fresh_p2p_vm: Boot) -> None:
-    vm = fresh_p2p_vm("default")
+    vm = fresh_p2p_vm()
     held = ctl.hold(
         vm.ssh,
         "create size=64K",

@@ -38,4 +38,7 @@ def test_unknown_device_type_lists_the_known_ones(
 
 def test_unknown_machine_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["boot", "no-such-machine"]) == 2
-    assert "known: default, native-hotplug" in capsys.readouterr().err
+    assert (
+        "known: default, default-qemu64, native-hotplug, switch, switch-native"
+        in capsys.readouterr().err
+    )

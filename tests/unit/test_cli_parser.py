@@ -77,7 +77,7 @@ def test_boot_help_lists_the_machines(
     monkeypatch.setenv("COLUMNS", "300")  # no line breaks inside machine names
     assert exit_code(["boot", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "(known: default, native-hotplug" in out
+    assert "(known: default, default-qemu64, native-hotplug, switch, switch-native" in out
 
 
 def test_doctor_options() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from testbed.cli import parser
 from testbed.cli import run as run_cmd
-from testbed.cli.run import SUITE, Collector, Row, pytest_args, table
+from testbed.cli.run import SUITE, Collector, Row, context, pytest_args, table
 from testbed.pytest_plugin import settings
 
 NODE = "tests/p2p/test_claims.py::test_claim6_unplug_waits[acpi]"
@@ -132,6 +132,23 @@ def test_rows_keep_the_run_order_and_parametrizations_apart() -> None:
         "test_claim6_unplug_waits[acpi]",
         "test_claim1_x",
     ]
+
+
+def test_machine_and_path_come_from_the_tests_junit_properties() -> None:
+    c = Collector()
+    rep = report(NODE, "teardown", "passed", 0.1)
+    rep.user_properties = [("machine", "switch"), ("p2p_path", "vm_ops"), ("other", "x")]
+    c.pytest_runtest_logreport(rep)
+    rep = report(NODE, "teardown", "passed", 0.1)
+    rep.user_properties = [("machine", "switch"), ("p2p_path", "")]  # no guest booted yet
+    c.pytest_runtest_logreport(rep)
+    assert c.facts == {"machine": {"switch"}, "p2p_path": {"vm_ops"}}
+    lines = table(list(c.rows.values()), c.facts).splitlines()
+    assert lines[0] == "results (path: vm_ops, machine: switch)"
+    assert lines[-1].endswith("passed in 0.2 s (path: vm_ops, machine: switch)")
+    assert context({"machine": set(), "p2p_path": {"compat", "vm_ops"}}) == (
+        "path: compat/vm_ops, machine: ?"
+    )
 
 
 # ---- table -----------------------------------------------------------------------------------
@@ -276,8 +293,14 @@ def test_pytest_args_from_a_plain_namespace() -> None:
         modules=None,
         build=None,
         accel="kvm",
+        machine="switch",
     )
-    assert pytest_args(args)[-3:] == ["-k", "not slow", "--testbed-accel=kvm"]
+    assert pytest_args(args)[-4:] == [
+        "-k",
+        "not slow",
+        "--testbed-accel=kvm",
+        "--testbed-machine=switch",
+    ]
 
 
 class _Group:
@@ -305,10 +328,11 @@ def test_every_testbed_option_passed_on_is_one_the_plugin_knows() -> None:
         [
             *("run", "--keep-artifacts", "--accel", "auto"),
             *("--kernel", "k", "--modules", "m", "--build", "b", "--boot-timeout", "9"),
+            *("--machine", "switch"),
         ]
     )
     passed = [a.split("=", 1)[0] for a in pytest_args(args) if a.startswith("--testbed-")]
-    assert len(passed) == 7
+    assert len(passed) == 8
     for name in passed:
         assert name in known, name
     assert set(known["--testbed-accel"]["choices"]) == {"auto", "kvm", "tcg"}

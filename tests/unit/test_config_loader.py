@@ -576,3 +576,43 @@ def test_a_1t_backing_is_rejected() -> None:
 def test_a_16g_bar_is_the_largest_allowed() -> None:
     text = "name: m\ndevices:\n  - id: a\n    type: t\n    bar-size: 16G\n"
     assert load_dataclass_text(MachineSpec, text).devices[0].bar_size == 16 << 30
+
+
+# --- switches: where a device sits -----------------------------------------------------------
+
+_SWITCH_DOC = """\
+name: x
+switches:
+  - id: sw0
+devices:
+  - id: a
+    type: t
+    switch: {switch}
+  - id: b
+    type: t
+"""
+
+
+def test_device_on_a_switch_sits_behind_a_downstream_port() -> None:
+    spec = load_dataclass_text(MachineSpec, _SWITCH_DOC.format(switch="sw0"))
+    assert [sw.id for sw in spec.switches] == ["sw0"]
+    assert spec.switches[0].port_id == "rp-sw0"
+    assert [(d.id, d.switch, d.port_id) for d in spec.devices] == [
+        ("a", "sw0", "dp-a"),
+        ("b", None, "rp-b"),
+    ]
+
+
+def test_device_on_an_unknown_switch_is_located_and_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"inline\.yaml:1: .*'sw9'.*known switches: sw0"):
+        load_dataclass_text(MachineSpec, _SWITCH_DOC.format(switch="sw9"), "inline.yaml")
+
+
+def test_switch_without_devices_and_id_clashes_are_refused() -> None:
+    with pytest.raises(ConfigError, match="switch 'sw0' has no device on it"):
+        load_dataclass_text(MachineSpec, "name: x\nswitches:\n  - id: sw0\n")
+    with pytest.raises(ConfigError, match="switch id 'a' is also a device id"):
+        load_dataclass_text(
+            MachineSpec,
+            "name: x\nswitches:\n  - id: a\ndevices:\n  - id: a\n    type: t\n    switch: a\n",
+        )

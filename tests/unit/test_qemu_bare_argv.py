@@ -108,10 +108,19 @@ def test_pure() -> None:
 @pytest.mark.parametrize("name", ["default", "native-hotplug"])
 def test_same_hardware_as_build_argv(accel: Accel, memory: int, cpus: int, name: str) -> None:
     machine = registry.load_machine(name)
-    assert machine.spec.cpu_model is None and machine.spec.kernel_args == ()
+    assert machine.spec.kernel_args == ()
     spec = dataclasses.replace(machine.spec, memory=Size(memory), cpus=cpus)
     full = build_argv(dataclasses.replace(machine, spec=spec), launch(accel))
-    base = bare(accel, memory=memory, cpus=cpus)
+    base = bare_argv(
+        QEMU,
+        accel,
+        KERNEL,
+        INITRD,
+        CONSOLE,
+        memory=memory,
+        cpus=cpus,
+        cpu_model=machine.spec.cpu_model,
+    )
     for option in ("-machine", "-accel", "-cpu", "-smp", "-m", "-kernel", "-initrd", "-append"):
         assert values(base, option) == values(full, option), option
     assert values(base, "-chardev")[0] == values(full, "-chardev")[0]  # the console

@@ -95,7 +95,7 @@ def small_machine(hotplug: Hotplug = Hotplug.ACPI, cpu_model: str | None = None)
 # --- golden files ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "native-hotplug"])
+@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch", "switch-native"])
 def test_golden_argv(name: str) -> None:
     argv = build_argv(registry.load_machine(name), LAUNCH)
     assert all("\n" not in arg for arg in argv)
@@ -107,9 +107,12 @@ def test_golden_argv(name: str) -> None:
     assert text.splitlines() == golden.read_text().splitlines()
 
 
-def test_goldens_differ_only_by_hotplug_global() -> None:
-    default = (GOLDEN / "default.txt").read_text().splitlines()
-    native = (GOLDEN / "native-hotplug.txt").read_text().splitlines()
+@pytest.mark.parametrize(
+    ("acpi", "twin"), [("default", "native-hotplug"), ("switch", "switch-native")]
+)
+def test_goldens_differ_only_by_hotplug_global(acpi: str, twin: str) -> None:
+    default = (GOLDEN / f"{acpi}.txt").read_text().splitlines()
+    native = (GOLDEN / f"{twin}.txt").read_text().splitlines()
     at = native.index("-global")
     assert native[at : at + 2] == ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
     assert native[:at] + native[at + 2 :] == default
@@ -316,7 +319,7 @@ def test_build_argv_is_pure() -> None:
     assert build_argv(machine, LAUNCH) == build_argv(machine, LAUNCH)
 
 
-@pytest.mark.parametrize("name", ["default", "native-hotplug"])
+@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch", "switch-native"])
 def test_shell_line_round_trips(name: str) -> None:
     argv = build_argv(registry.load_machine(name), LAUNCH)
     assert shlex.split(shell_line(argv)) == argv
@@ -327,3 +330,29 @@ def test_shell_line_quotes_awkward_arguments() -> None:
     line = shell_line(argv)
     assert shlex.split(line) == argv
     assert "$HOME" not in line.replace("'$HOME'", "")
+
+
+def test_switch_devices_share_one_upstream_port_behind_one_root_port() -> None:
+    machine = registry.load_machine("switch")
+    argv = build_argv(machine, LAUNCH)
+    devices = [option_dict(v) for v in option_values(argv, "-device")]
+    by_driver: dict[str, list[dict[str, str]]] = {}
+    for dev in devices:
+        by_driver.setdefault(dev[""], []).append(dev)
+    (root,) = by_driver["pcie-root-port"]
+    (upstream,) = by_driver["x3130-upstream"]
+    assert root["bus"] == "pcie.0" and upstream["bus"] == root["id"]
+    downs = by_driver["xio3130-downstream"]
+    assert [d["bus"] for d in downs] == [upstream["id"]] * 2
+    assert sorted(d["port"] for d in downs) == ["0", "1"]
+    slots = [(p["chassis"], p["slot"]) for p in [root, *downs]]
+    assert len(set(slots)) == len(slots), "every hot-plug slot needs its own chassis/slot"
+    # each device sits on its own downstream port, which comes before it
+    for inst in machine.spec.devices:
+        props = cmdline.device_properties(machine, inst)
+        assert props["bus"] == f"dp-{inst.id}"
+        port_at = next(
+            i for i, a in enumerate(argv) if a.startswith(f"xio3130-downstream,id=dp-{inst.id},")
+        )
+        dev_at = next(i for i, a in enumerate(argv) if f",id={inst.id}," in a)
+        assert port_at < dev_at

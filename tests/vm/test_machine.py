@@ -152,3 +152,32 @@ def test_a_guest_module_that_fails_to_load_fails_the_boot_clearly(
     with pytest.raises(GuestError, match="a guest module failed to load at boot") as info:
         machine_factory("default", guest_modules=[bogus])
     assert "bogus.ko" in str(info.value)
+
+
+def test_switch_machine_puts_both_devices_under_one_upstream_port_and_unplugs_there(
+    machine_factory: Factory,
+) -> None:
+    """``switch``: the guest sees root port -> x3130 upstream (104c:8232) -> one xio3130
+    downstream port (104c:8233) per device; the exporter leaves and comes back through its
+    downstream port's slot (ACPI hotplug, acpiphp)."""
+    vm = machine_factory("switch")
+    (exp,), (imp,) = pci.find(vm.ssh, EXPORTER), pci.find(vm.ssh, IMPORTER)
+    paths = vm.ssh.run_check(
+        f"readlink -f {exp.sysfs()}; readlink -f {imp.sysfs()}"  # busybox: one file per call
+    ).stdout.split()
+    chains = [p.split("/")[3:] for p in paths]  # pci0000:00, root port, upstream, downstream, dev
+    assert [len(c) for c in chains] == [5, 5], paths
+    assert chains[0][:3] == chains[1][:3], f"one root port and one upstream port: {paths}"
+    assert chains[0][3] != chains[1][3], f"each device on its own downstream port: {paths}"
+    ids = {d.address: d.pci_id for d in pci.list_devices(vm.ssh)}
+    assert ids[chains[0][2]] == "104c:8232"
+    assert ids[chains[0][3]] == ids[chains[1][3]] == "104c:8233"
+    assert "acpiphp: Slot" in vm.console_text()
+
+    result = hotplug.unplug(vm, "gpu-exporter")
+    assert result.event is not None and result.seconds < 2, "ACPI hotplug answers at once"
+    pci.wait_gone(vm.ssh, EXPORTER, Deadline(10, "exporter leaves the guest"))
+    assert pci.find(vm.ssh, IMPORTER), "the importer must stay when the exporter leaves"
+    hotplug.plug(vm, "gpu-exporter")
+    pci.wait_listed(vm.ssh, EXPORTER, Deadline(20, "exporter comes back"))
+    bar2_roundtrip(vm)

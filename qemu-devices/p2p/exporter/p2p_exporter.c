@@ -67,6 +67,8 @@
 #define OBJ_PGOFF_SHIFT		(P2P_OBJ_MMAP_SHIFT - PAGE_SHIFT)
 #define OBJ_PGOFF_MASK		((1UL << OBJ_PGOFF_SHIFT) - 1)
 
+P2P_PATH_PARAM();
+
 static bool refuse_pin = true;
 module_param(refuse_pin, bool, 0644);
 MODULE_PARM_DESC(refuse_pin, "Refuse every P2P_MAP_PIN request with -EPERM (default Y)");
@@ -411,6 +413,22 @@ bool p2p_compat_vma_is_exporter(struct vm_area_struct *vma)
 }
 EXPORT_SYMBOL_GPL(p2p_compat_vma_is_exporter);
 
+struct device *p2p_compat_vma_device(struct vm_area_struct *vma)
+{
+	struct p2p_exporter *exp;
+	struct device *dev = NULL;
+
+	if (!p2p_compat_vma_is_exporter(vma))
+		return NULL;
+	exp = ((struct p2p_obj *)vma->vm_private_data)->exp;
+	mutex_lock(&exp->lock);
+	if (!exp->dead)
+		dev = get_device(&exp->pdev->dev);
+	mutex_unlock(&exp->lock);
+	return dev;
+}
+EXPORT_SYMBOL_GPL(p2p_compat_vma_device);
+
 long p2p_compat_map_flags(struct vm_area_struct *vma, struct device *importer,
 			  unsigned long start, unsigned long end,
 			  dma_addr_t *pa, bool write, unsigned int flags)
@@ -667,6 +685,10 @@ static const struct vm_operations_struct exp_vm_ops = {
 	.open = exp_vm_open,
 	.close = exp_vm_close,
 	.fault = exp_vm_fault,
+#ifdef P2P_HAVE_VMA_P2P_OPS	/* the RFC's members: same functions, same contract */
+	.p2p_map = p2p_compat_map,
+	.p2p_unmap = p2p_compat_unmap,
+#endif
 };
 
 /* ---- objects ----------------------------------------------------------------- */

@@ -76,6 +76,8 @@
  */
 #define EDU_PIECE		2048
 
+P2P_PATH_PARAM();
+
 static bool lazy_unmap;
 module_param(lazy_unmap, bool, 0644);
 MODULE_PARM_DESC(lazy_unmap,

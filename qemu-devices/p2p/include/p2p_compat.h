@@ -19,7 +19,19 @@
  *
  * Importers call only the p2p_vma_*() wrappers below: this header is the one
  * place that chooses between the compat functions and, on a kernel patched
- * with the RFC (define P2P_HAVE_VMA_P2P_OPS), vma->vm_ops->p2p_map/p2p_unmap.
+ * with the RFC, vma->vm_ops->p2p_map/p2p_unmap. The Makefile's compile probe
+ * (probe/vma_p2p_ops.c) defines P2P_HAVE_VMA_P2P_OPS when struct
+ * vm_operations_struct has the members, and P2P_HAVE_DEVICE_TEST_P2P when
+ * <linux/device.h> declares the RFC's device_test_p2p(). Both modules report
+ * the choice in the read-only parameter "path": "vm_ops" or "compat".
+ *
+ * On the vm_ops path, before asking the exporter the importer asks the
+ * kernel whether the two devices may do P2P at all: device_test_p2p(importer,
+ * exporting device) (RFC 2/5, on pci_test_p2p() of RFC 1/5); false refuses
+ * the map with -EXDEV, and the exporter is never called. The RFC gives an
+ * importer no way to name the device that exports a VMA, so the testbed's
+ * exporter provides p2p_compat_vma_device(). As posted, pci_test_p2p()
+ * always returned false: on that kernel every map is refused here.
  *
  * Contract (as the RFC states it, and as p2p_exporter implements it):
  * - returns 0 on success, -errno on failure;
@@ -36,8 +48,9 @@
  *
  * Errors: -EOPNOTSUPP not an exporter VMA, -EINVAL bad range, -EACCES write
  * on a read-only VMA, -ENODEV exporting device removed, -EXDEV the exporter's
- * P2P policy refuses this importer, -EPERM a P2P_MAP_PIN request refused,
- * -EINTR killed while waiting for an object move, -ENOMEM.
+ * P2P policy (or, on the vm_ops path, device_test_p2p()) refuses this
+ * importer, -EPERM a P2P_MAP_PIN request refused, -EINTR killed while
+ * waiting for an object move, -ENOMEM.
  */
 #ifndef _P2P_COMPAT_H
 #define _P2P_COMPAT_H
@@ -63,6 +76,22 @@ long p2p_compat_map_flags(struct vm_area_struct *vma, struct device *importer,
 long p2p_compat_unmap(struct vm_area_struct *vma, struct device *importer,
 		      unsigned long start, unsigned long end, dma_addr_t *pa);
 bool p2p_compat_vma_is_exporter(struct vm_area_struct *vma);
+/* The PCI device exporting @vma, referenced (put_device() it), or NULL. */
+struct device *p2p_compat_vma_device(struct vm_area_struct *vma);
+
+#ifdef P2P_HAVE_VMA_P2P_OPS
+#define P2P_PATH	"vm_ops"
+#else
+#define P2P_PATH	"compat"
+#endif
+
+/* Each module says which path it was built for: parameters/path. */
+#define P2P_PATH_PARAM()						\
+	static char *p2p_path = P2P_PATH;				\
+	module_param_named(path, p2p_path, charp, 0444);		\
+	MODULE_PARM_DESC(path, "how importers reach p2p_map: vm_ops "	\
+			 "(the kernel's vm_operations_struct, RFC 3/5) or " \
+			 "compat (p2p_exporter's exported functions)")
 
 /*
  * Shared timeline (debugfs p2p_exporter/events and the kernel log): one line
@@ -73,6 +102,28 @@ __printf(3, 4)
 u64 p2p_compat_event(const char *who, const char *dev, const char *fmt, ...);
 
 #ifdef P2P_HAVE_VMA_P2P_OPS
+/* May @importer do P2P with the device exporting @vma? The kernel decides. */
+static inline bool p2p_vma_device_test(struct vm_area_struct *vma,
+				       struct device *importer)
+{
+#ifdef P2P_HAVE_DEVICE_TEST_P2P
+	struct device *exporter = p2p_compat_vma_device(vma);
+	bool ok;
+
+	if (!exporter)		/* gone: p2p_map itself answers -ENODEV */
+		return true;
+	ok = device_test_p2p(importer, exporter);
+	if (!ok)
+		p2p_compat_event(KBUILD_MODNAME, dev_name(importer),
+				 "map refused by device_test_p2p exporter=%s",
+				 dev_name(exporter));
+	put_device(exporter);
+	return ok;
+#else
+	return true;
+#endif
+}
+
 static inline long p2p_vma_map(struct vm_area_struct *vma,
 			       struct device *importer, unsigned long start,
 			       unsigned long end, dma_addr_t *pa, bool write,
@@ -80,8 +131,16 @@ static inline long p2p_vma_map(struct vm_area_struct *vma,
 {
 	if (!vma->vm_ops || !vma->vm_ops->p2p_map)
 		return -EOPNOTSUPP;
-	if (flags & P2P_MAP_PIN)	/* the RFC has no way to ask */
-		return -EOPNOTSUPP;
+	if (!p2p_vma_device_test(vma, importer))
+		return -EXDEV;
+	/*
+	 * The RFC's p2p_map has no way to ask for a pin (P2P_MAP_PIN is the
+	 * testbed's extension): such a request goes to the exporter's
+	 * compat entry point, which alone knows the flag.
+	 */
+	if (flags & P2P_MAP_PIN)
+		return p2p_compat_map_flags(vma, importer, start, end, pa,
+					    write, flags);
 	return vma->vm_ops->p2p_map(vma, importer, start, end, pa, write);
 }
 
