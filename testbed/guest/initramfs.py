@@ -234,6 +234,8 @@ class _Stripped:
         return f"strip-debug:{file_digest(self.path)}"
 
     def read(self) -> bytes:
+        if not _is_elf(self.path):  # not a module at all: the guest's insmod says so, clearly
+            return self.path.read_bytes()
         with tempfile.TemporaryDirectory(prefix="p2p-testbed-strip-") as tmp:
             out = Path(tmp) / self.path.name
             try:
