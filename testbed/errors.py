@@ -12,6 +12,7 @@ so the original traceback is kept::
      +-- KernelError              the kernel under test cannot be obtained or built
  |    +-- ModuleBuildError    a guest module does not compile (file:line, compiler output)
      +-- ImageError               the guest initramfs cannot be built
+     +-- CacheError               the cache folder cannot be written (names folder and fix)
      +-- QEMUError
      |    +-- LaunchError         QEMU did not start (argv, exit code, log tail)
      |    +-- QMPError            a QMP command failed (command, arguments, reply)
@@ -108,6 +109,10 @@ class ModuleBuildError(KernelError):
 
 class ImageError(TestbedError):
     """The guest initramfs cannot be assembled."""
+
+
+class CacheError(TestbedError):
+    """The cache folder is read-only, full or missing; the message names it and the fix."""
 
 
 class QEMUError(TestbedError):

@@ -11,8 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from testbed.errors import CacheError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The checkout holding the package (meaningful only when running from a checkout).
@@ -48,5 +53,27 @@ def cache_dir() -> Path:
     """The root of every cache, created on first use."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     path = Path(base) / "p2p-testbed"
-    path.mkdir(parents=True, exist_ok=True)
+    with cache_writes(path, "the cache folder"):
+        path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: what a full, read-only or forbidden cache raises
+_CACHE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def cache_writes(folder: Path, what: str) -> Iterator[None]:
+    """Turn a cache write that fails for lack of room or permission into a
+    :class:`CacheError` that names ``folder`` and the fix; other errors pass through."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _CACHE_ERRNOS:
+            raise
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "p2p-testbed"
+        raise CacheError(
+            f"cannot write {what} in {folder}: {exc.strerror}. Fix: free space there or make "
+            f"it writable, or point XDG_CACHE_HOME at a writable folder with room (a few "
+            f"hundred MB); everything under {root} is rebuilt on demand, so it may be deleted"
+        ) from exc

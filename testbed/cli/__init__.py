@@ -1,4 +1,5 @@
-"""The ``testbed`` command: ``run``, ``exec``, ``boot``, ``kernel``, ``doctor``, ``bench``.
+"""The ``testbed`` command: ``run``, ``exec``, ``boot``, ``kernel``, ``doctor``, ``bench``,
+``mutants``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``main(args) -> int``; errors from the testbed's tree end the command with their message and
@@ -15,13 +16,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from testbed.cli import bench, boot, doctor, execute, kernel, run
+from testbed.cli import bench, boot, doctor, execute, kernel, mutants, run
 from testbed.errors import TestbedError
 from testbed.log import setup_cli_logging
 
 log = logging.getLogger("testbed")
 
-COMMANDS = (run, execute, boot, kernel, doctor, bench)
+COMMANDS = (run, execute, boot, kernel, doctor, bench, mutants)
 
 
 class _Version(argparse.Action):

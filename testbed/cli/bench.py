@@ -34,7 +34,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,6 +246,7 @@ def main(args: argparse.Namespace) -> int:
     from testbed.errors import DependencyError
     from testbed.qemu import accel as accel_mod
     from testbed.qemu.machine import Machine
+    from testbed.qemu.process import reaped_tempdir
 
     definition = load_machine(args.machine)
     kernel = kernel_from(args)
@@ -259,8 +259,8 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_in_process:
         keys += ["bare_boot_s", "boot_to_ssh_s", "unplug_s"]
     samples: dict[str, list[float]] = {k: [] for k in keys}
-    with tempfile.TemporaryDirectory(prefix="p2p-testbed-bench-") as tmp:
-        folder = Path(tmp)
+    # registered with the reaper: a SIGKILL mid-benchmark leaves no folder behind
+    with reaped_tempdir("p2p-testbed-bench-") as folder:
         # A machine never started: it names the QEMU binary and builds the same initramfs
         # the testbed boots, which the in-process bare boot then uses too.
         template = Machine(definition, kernel, folder / "template", accel=accel_from(args))

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from testbed.cli.common import accel_from, add_kernel_options, kernel_from
+from testbed.cli.common import (
+    accel_from,
+    add_boot_options,
+    add_kernel_options,
+    boot_timeout_from,
+    kernel_from,
+)
 from testbed.devices.registry import load_machine, machine_names
 
 if TYPE_CHECKING:
@@ -44,6 +49,7 @@ def add_parser(sub: Any) -> None:
         help="do not load the P2P exporter/importer modules and p2pctl",
     )
     add_kernel_options(p)
+    add_boot_options(p)
     p.set_defaults(func=main)
 
 
@@ -79,15 +85,17 @@ def hold(vm: Machine, machine: MachineDef, kernel: Kernel) -> None:
 def main(args: argparse.Namespace) -> int:
     from testbed.p2p.payload import payload
     from testbed.qemu.machine import Machine
+    from testbed.qemu.process import reaped_tempdir
 
     term_as_interrupt()
     machine = load_machine(args.machine)  # the cheap checks first: a typo fails at once
     kernel = kernel_from(args)
-    kwargs: dict[str, Any] = {"accel": accel_from(args)}
+    kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
     if not args.no_p2p:
         kwargs.update(payload(kernel).machine_kwargs())
-    with tempfile.TemporaryDirectory(prefix="p2p-testbed-boot-") as tmp:
-        run_dir = args.run_dir or Path(tmp)
+    # registered with the reaper: a SIGKILL during the boot leaves no folder behind either
+    with reaped_tempdir("p2p-testbed-boot-") as tmp:
+        run_dir = args.run_dir or tmp
         with Machine(machine, kernel, run_dir, **kwargs) as vm:
             hold(vm, machine, kernel)
     return 0

@@ -28,6 +28,36 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_boot_options(p: argparse.ArgumentParser) -> None:
+    """``--boot-timeout``, for every subcommand that boots a machine."""
+    from testbed.qemu.machine import BOOT_TIMEOUT
+
+    p.add_argument(
+        "--boot-timeout",
+        metavar="SECONDS",
+        type=positive_seconds,
+        help="give up on a boot that has not reached the guest's 'ready' line after this "
+        f"long (default: {BOOT_TIMEOUT:g}; a kernel panic ends the boot at once anyway)",
+    )
+
+
+def boot_timeout_from(args: argparse.Namespace) -> float:
+    from testbed.qemu.machine import BOOT_TIMEOUT
+
+    return float(args.boot_timeout) if args.boot_timeout is not None else BOOT_TIMEOUT
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, more than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def kernel_from(args: argparse.Namespace) -> Kernel:
     return kernel_under_test(args.kernel, args.modules, args.build)
 

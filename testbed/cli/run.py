@@ -3,18 +3,28 @@
 It runs the pytest suite in ``tests/p2p/`` (one test per claim of the reference RFC, plus the
 hot-unplug extras) through pytest itself, so the same tests run from ``pytest`` directly, and
 prints one row per test: the claim it checks, its name, the result and its duration.
+
+SIGINT (Ctrl-C) and SIGTERM (what a CI system sends on cancel) stop the run in order: pytest
+tears every machine down, JUnit XML is still written, the table marks the test that was
+running ``interrupted``, and the exit code is 130 or 143 (128 + the signal). A second signal
+while that clean-up runs is ignored (the reaper covers a SIGKILL).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from testbed import paths
-from testbed.cli.common import add_kernel_options
+from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from
 
 if TYPE_CHECKING:
     import pytest
@@ -36,13 +46,31 @@ class Collector:
 
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
+        #: the test between its start and its finish (None between tests)
+        self.running: str | None = None
+
+    def _row(self, nodeid: str) -> Row:
+        name = nodeid.split("::", 1)[-1]
+        match = _CLAIM.search(name)
+        return self.rows.setdefault(
+            nodeid, Row(f"claim{match.group(1)}" if match else "-", name, "passed", 0.0)
+        )
+
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        self.running = nodeid
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
+        self.running = None
+
+    def interrupted(self) -> None:
+        """The run was stopped: the test that had started and not finished is
+        ``interrupted``, whatever its setup report said."""
+        if self.running is not None:
+            self._row(self.running).result = "interrupted"
+            self.running = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        name = report.nodeid.split("::", 1)[-1]
-        match = _CLAIM.search(name)
-        row = self.rows.setdefault(
-            report.nodeid, Row(f"claim{match.group(1)}" if match else "-", name, "passed", 0.0)
-        )
+        row = self._row(report.nodeid)
         row.seconds += report.duration
         if report.failed:
             row.result = "ERROR" if report.when != "call" else "FAILED"
@@ -69,7 +97,9 @@ def table(rows: list[Row]) -> str:
     out += [line(c) for c in cells]
     total = sum(r.seconds for r in rows)
     passed = sum(r.result == "passed" for r in rows)
-    out.append(f"{passed}/{len(rows)} passed in {total:.1f} s")
+    summary = f"{passed}/{len(rows)} passed in {total:.1f} s"
+    interrupted = sum(r.result == "interrupted" for r in rows)
+    out.append(summary + (f" ({interrupted} interrupted)" if interrupted else ""))
     return "\n".join(out)
 
 
@@ -92,6 +122,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--keep-artifacts", action="store_true", help="keep them for passes too")
     add_kernel_options(p)
+    add_boot_options(p)
     p.set_defaults(func=main)
 
 
@@ -106,20 +137,64 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--junitxml={args.junit}")
     if args.keyword:
         argv += ["-k", args.keyword]
-    for option in ("kernel", "modules", "build", "accel"):
-        value = getattr(args, option)
+    for option in ("kernel", "modules", "build", "accel", "boot_timeout"):
+        value = getattr(args, option, None)
         if value is not None:
-            argv.append(f"--testbed-{option}={value}")
+            argv.append(f"--testbed-{option.replace('_', '-')}={value}")
     return argv
+
+
+class _Stop:
+    """Which signal stopped the run, if one did."""
+
+    signum: int | None = None
+
+
+@contextmanager
+def _signals_interrupt(stop: _Stop) -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once (pytest then cleans up and reports);
+    further signals during the clean-up are ignored rather than cutting it short."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.signum is not None:
+            print(
+                f"testbed: {signal.Signals(signum).name} again; still cleaning up", file=sys.stderr
+            )
+            return
+        stop.signum = signum
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def main(args: argparse.Namespace) -> int:
     import pytest
 
+    # Validate the kernel once, before pytest starts: a bad --kernel is one line and exit 2
+    # (the CLI turns the TestbedError into that), not an error per test.
+    if args.kernel is not None:
+        kernel_from(args)
     collector = Collector()
-    code = pytest.main(pytest_args(args), plugins=[collector])
-    print()
-    print(table(list(collector.rows.values())))
+    stop = _Stop()
+    with _signals_interrupt(stop):
+        try:
+            code = pytest.main(pytest_args(args), plugins=[collector])
+        except KeyboardInterrupt:  # a signal outside pytest's own session loop
+            code = pytest.ExitCode.INTERRUPTED
+            stop.signum = stop.signum or signal.SIGINT
+        if code == pytest.ExitCode.INTERRUPTED:
+            collector.interrupted()
+        print()
+        print(table(list(collector.rows.values())))
+    if stop.signum is not None or code == pytest.ExitCode.INTERRUPTED:
+        signum = stop.signum or signal.SIGINT
+        print(f"testbed: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("testbed: error: no tests were collected from", SUITE)
         return 1

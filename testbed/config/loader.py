@@ -60,6 +60,19 @@ class Size(int):
         return str(int(self))
 
 
+class FieldError(ValueError):
+    """A ``__post_init__`` check that knows which field (and which item of it) is wrong.
+
+    The loader points the error at that field's line -- or at the item's, ``item`` being a
+    list index or a mapping key -- instead of at the line where the whole mapping starts.
+    """
+
+    def __init__(self, message: str, field: str, item: int | str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.item = item
+
+
 class _StrictLoader(yaml.SafeLoader):
     """A SafeLoader whose mappings reject duplicate keys."""
 
@@ -232,6 +245,7 @@ class _Converter:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         settable = {n for n in fields if n != "source"}
         values: dict[str, Any] = {}
+        nodes: dict[str, tuple[yaml.Node, yaml.Node, str]] = {}
         for k_node, v_node in node.value:
             name = self.scalar(k_node, key, "a key")
             sub = f"{key}.{name}" if key else str(name)
@@ -242,6 +256,7 @@ class _Converter:
             if attr in values:
                 raise self.error(k_node, sub, "given twice (as '-' and '_' spellings)")
             values[attr] = self.convert(v_node, hints[attr], sub)
+            nodes[attr] = (k_node, v_node, sub)
         missing = [
             n
             for n, f in fields.items()
@@ -256,6 +271,19 @@ class _Converter:
             values["source"] = f"{self.path}:{node.start_mark.line + 1}"
         try:
             return cls(**values)
+        except FieldError as exc:  # __post_init__ validation that names its field
+            if exc.field not in nodes:
+                raise self.error(node, key, str(exc)) from None
+            k_node, v_node, sub = nodes[exc.field]
+            where: yaml.Node = k_node
+            if isinstance(exc.item, int) and isinstance(v_node, yaml.SequenceNode):
+                where, sub = v_node.value[exc.item], f"{sub}[{exc.item}]"
+            elif isinstance(exc.item, str) and isinstance(v_node, yaml.MappingNode):
+                for item_key, _ in v_node.value:
+                    if str(item_key.value) == exc.item:
+                        where, sub = item_key, f"{sub}.{exc.item}"
+                        break
+            raise self.error(where, sub, str(exc)) from None
         except ValueError as exc:  # __post_init__ validation
             raise self.error(node, key, str(exc)) from None
 

@@ -12,10 +12,66 @@ import enum
 import re
 from dataclasses import dataclass, field
 
-from testbed.config.loader import Size
+from testbed.config.loader import FieldError, Size
 
 _QEMU_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,30}$")
 _PCI_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+#: a QEMU device driver or property name: ``ivshmem-plain``, ``dma_mask``, ``x-pcie-lnksta``
+_QEMU_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]{0,63}$")
+#: ``-cpu``'s one argument: a model name and optional ``,+feature`` / ``,feature=on``
+_CPU_MODEL = re.compile(r"^[A-Za-z][A-Za-z0-9_.+=,-]{0,127}$")
+#: a property value: anything but what would end it (``,``) or split the line (whitespace,
+#: control characters) -- ``-device`` is one argument of comma-separated ``key=value`` pairs
+_PROPERTY_VALUE = re.compile(r"^[^,\s\x00-\x1f\x7f]{0,256}$")
+
+#: Properties the testbed sets itself (``id``, ``bus``, ``memdev``: see
+#: :func:`testbed.qemu.cmdline.device_properties`) or that would let a YAML file reach beyond
+#: its device: ``addr``/``chassis``/``slot`` collide with the testbed's topology, ``romfile``
+#: makes QEMU read any host file into the guest (only ``romfile: ''``, no ROM, is allowed),
+#: ``chardev``/``netdev``/``drive`` attach host back-ends.
+RESERVED_PROPERTIES = frozenset(
+    {
+        "driver", "id", "bus", "addr", "memdev", "chassis", "slot", "multifunction",
+        "romfile", "chardev", "netdev", "drive", "host", "sysfsdev", "failover_pair_id",
+    }
+)  # fmt: skip
+
+#: QEMU q35's default 64-bit PCI window (``pci-hole64-size``: 32 GiB, read with ``qom-get
+#: /machine/q35 pci-hole64-size`` on QEMU 7.2; ``Q35_PCI_HOST_HOLE64_SIZE_DEFAULT``).
+Q35_PCI_HOLE64 = 1 << 35
+#: What the host-backed BARs of one machine may add up to: half the window. The window
+#: starts only 1 GiB-aligned and a BAR must be aligned to its size, so a BAR of half the
+#: window may waste up to its own size in alignment; with at most half used, any set of
+#: power-of-two BARs, placed largest first, fits.
+MAX_BAR_TOTAL = Q35_PCI_HOLE64 // 2
+
+
+def check_properties(properties: dict[str, str]) -> None:
+    """Raise :class:`FieldError` unless every ``-device`` property is safe to pass to QEMU."""
+    for key, value in properties.items():
+        if key == "romfile" and value == "":
+            continue
+        if not _QEMU_NAME.match(key):
+            raise FieldError(
+                f"property name {key!r} must be a QEMU property name (letters, digits, "
+                "'-', '_', '.', '+'; no ',', '=' or spaces)",
+                "properties",
+                key,
+            )
+        if key in RESERVED_PROPERTIES:
+            raise FieldError(
+                f"property {key!r} is reserved (the testbed sets it, or it reaches host "
+                f"resources); reserved: {', '.join(sorted(RESERVED_PROPERTIES))}",
+                "properties",
+                key,
+            )
+        if not _PROPERTY_VALUE.match(value):
+            raise FieldError(
+                f"property {key}: value {value!r} must not contain ',', whitespace or control "
+                "characters (at most 256 characters)",
+                "properties",
+                key,
+            )
 
 
 class Hotplug(enum.Enum):
@@ -62,6 +118,23 @@ class DeviceType:
             raise ValueError(f"device type name {self.name!r} must look like a QEMU id")
         if not _PCI_ID.match(self.pci_id):
             raise ValueError(f"pci-id must be 'vvvv:dddd' in lower-case hex, got {self.pci_id!r}")
+        if not _QEMU_NAME.match(self.qemu_driver):
+            raise FieldError(
+                f"qemu-driver {self.qemu_driver!r} must be a QEMU device name such as "
+                "'ivshmem-plain' (letters, digits, '-', '_', '.'; no ',', '=' or spaces)",
+                "qemu_driver",
+            )
+        check_properties(self.properties)
+        if self.backing is not None and self.backing.size > MAX_BAR_TOTAL:
+            raise FieldError(_bar_too_big(self.backing.size), "backing")
+
+
+def _bar_too_big(size: int) -> str:
+    return (
+        f"a BAR of {Size(size).human()} does not fit q35's 64-bit PCI window "
+        f"({Size(Q35_PCI_HOLE64).human()}; the testbed allows {Size(MAX_BAR_TOTAL).human()} "
+        "of host-backed BARs per machine); use a smaller size"
+    )
 
 
 @dataclass(frozen=True)
@@ -82,6 +155,9 @@ class DeviceInstance:
             )
         if self.bar_size is not None:
             Backing(self.bar_size)  # same power-of-two rule
+            if self.bar_size > MAX_BAR_TOTAL:
+                raise FieldError(_bar_too_big(self.bar_size), "bar_size")
+        check_properties(self.properties)
 
     @property
     def port_id(self) -> str:
@@ -105,15 +181,40 @@ class MachineSpec:
     source: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not _QEMU_ID.match(self.name):
+            raise FieldError(
+                f"machine name {self.name!r} must start with a letter and use letters, digits, "
+                "'-', '_' or '.' (at most 31 characters)",
+                "name",
+            )
+        if self.cpu_model is not None and not _CPU_MODEL.match(self.cpu_model):
+            raise FieldError(
+                f"cpu-model {self.cpu_model!r} must be a QEMU CPU model such as 'max' or "
+                "'max,-la57' (no spaces or control characters)",
+                "cpu_model",
+            )
+        for index, arg in enumerate(self.kernel_args):
+            if not arg or any(c.isspace() or ord(c) < 32 for c in arg):
+                raise FieldError(
+                    f"kernel argument {arg!r} must be one word (no spaces or control "
+                    "characters); give each argument as its own list item",
+                    "kernel_args",
+                    index,
+                )
         if self.cpus < 1:
             raise ValueError(f"cpus must be at least 1, got {self.cpus}")
         if self.memory < 128 << 20:
             raise ValueError(f"memory must be at least 128M, got {Size(self.memory).human()}")
-        seen: set[str] = set()
-        for dev in self.devices:
+        seen: dict[str, int] = {}
+        for index, dev in enumerate(self.devices):
             if dev.id in seen:
-                raise ValueError(f"device id {dev.id!r} is used twice")
-            seen.add(dev.id)
+                raise FieldError(
+                    f"device id {dev.id!r} is used twice (first by devices[{seen[dev.id]}]); "
+                    "give each device its own id",
+                    "devices",
+                    index,
+                )
+            seen[dev.id] = index
 
     def device(self, device_id: str) -> DeviceInstance:
         """The instance with ``device_id``; :class:`UnknownNameError` lists the valid ids."""

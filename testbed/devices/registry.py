@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import paths
-from testbed.config.loader import load_dataclass
-from testbed.config.schema import DeviceInstance, DeviceType, MachineSpec
+from testbed.config.loader import Size, load_dataclass
+from testbed.config.schema import (
+    MAX_BAR_TOTAL,
+    Q35_PCI_HOLE64,
+    DeviceInstance,
+    DeviceType,
+    MachineSpec,
+)
 from testbed.errors import ConfigError, UnknownNameError
 
 
@@ -65,6 +71,7 @@ def load_machine(name_or_path: str | Path, root: Path | None = None) -> Machine:
 
 def resolve(spec: MachineSpec, types: dict[str, DeviceType]) -> Machine:
     used: dict[str, DeviceType] = {}
+    bar_total = 0
     for dev in spec.devices:
         if dev.type not in types:
             where, _, line = dev.source.rpartition(":")
@@ -86,4 +93,18 @@ def resolve(spec: MachineSpec, types: dict[str, DeviceType]) -> Machine:
                 line=int(line) if line.isdigit() else None,
                 key="bar-size",
             )
+        if dtype.backing is not None:
+            bar_total += dev.bar_size if dev.bar_size is not None else dtype.backing.size
+            if bar_total > MAX_BAR_TOTAL:
+                where, _, line = dev.source.rpartition(":")
+                raise ConfigError(
+                    f"the host-backed BARs up to this device add up to "
+                    f"{Size(bar_total).human()}, more than q35's 64-bit PCI window holds "
+                    f"(the testbed allows {Size(MAX_BAR_TOTAL).human()} of "
+                    f"{Size(Q35_PCI_HOLE64).human()}); use smaller bar-size values or fewer "
+                    "devices",
+                    path=where or None,
+                    line=int(line) if line.isdigit() else None,
+                    key="bar-size",
+                )
     return Machine(spec=spec, types=used)

@@ -2,7 +2,8 @@
 
 QEMU captures the guest's ``ttyS0`` to ``console.log``. This module finds in that text the
 reports a kernel developer stops at -- panic, Oops, ``BUG()``, ``WARN()``, KASAN, UBSAN,
-hung task, RCU stall, soft and hard lockup, kmemleak, lockdep -- and returns each as a
+hung task, RCU stall, soft and hard lockup, kmemleak, lockdep, and the testbed's own P2P
+drivers' ``P2P-WARN:`` lines (a contract breach they saw) -- and returns each as a
 :class:`Finding` that carries the report's own lines, so a failing test shows the evidence.
 
 The text
@@ -53,10 +54,10 @@ Where an excerpt starts and ends
     Kernel panic - not syncing: ... ]---``, or the closing ``=====`` of KASAN and UBSAN. A
     report without a marker (hung task, lockups, RCU stall, lockdep, other ``BUG:`` lines)
     ends with its call trace, at `` </TASK>``; a ``BUG:`` line with no trace under it is a
-    report of one line, and so is kmemleak's summary (the objects are listed in
-    ``/sys/kernel/debug/kmemleak``). Every excerpt also stops before the next report
-    begins, at the end of the text (a panic stopped by pvpanic never prints its end marker),
-    and after :data:`EXCERPT_LINES` lines.
+    report of one line, and so are kmemleak's summary (the objects are listed in
+    ``/sys/kernel/debug/kmemleak``) and a ``P2P-WARN:`` line. Every excerpt also stops
+    before the next report begins, at the end of the text (a panic stopped by pvpanic never
+    prints its end marker), and after :data:`EXCERPT_LINES` lines.
 
 :func:`check` scans a whole log; :class:`ConsoleTail` scans only what a running guest
 appended since the last look, so each test of a long-lived guest is judged on its own
@@ -105,6 +106,7 @@ class Problem(enum.Enum):
     KMEMLEAK = "kmemleak leak report"
     LOCKDEP = "lockdep report"
     GENERAL_PROTECTION = "general protection fault"
+    P2P_WARNING = "P2P driver warning"
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,9 @@ _KINDS: tuple[_Kind, ...] = (
         _Open.NONE,
         _End.STACK,
     ),
+    # the testbed's own P2P drivers (qemu-devices/p2p): a breach of the p2p_map/p2p_unmap
+    # contract they saw, one pr_warn line "<module>: P2P-WARN: ..." (pr_fmt is the module)
+    _kind(Problem.P2P_WARNING, r"^[\w.-]+: P2P-WARN: ", _Open.NONE, _End.LINE),
     # mm/kmemleak.c kmemleak_scan(); the objects themselves are in debugfs
     _kind(
         Problem.KMEMLEAK,

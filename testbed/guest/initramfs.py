@@ -384,22 +384,23 @@ def build_base(spec: ImageSpec) -> Path:
     """The cached base archive for ``spec``, built if no archive with this content exists."""
     plan = _base_plan(spec)
     cache = paths.cache_dir() / "initramfs"
-    cache.mkdir(parents=True, exist_ok=True)
     dest = cache / f"{plan.digest()}.cpio"
     if dest.is_file():
         return dest
     log.info("building guest initramfs %s", dest.name)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".build-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            plan.write(out)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    (cache / f"{dest.stem}.json").write_text(
-        json.dumps({"kernel": spec.kernel.release, "files": sorted(plan.files)}, indent=1)
-    )
+    with paths.cache_writes(cache, "the guest initramfs"):
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=".build-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                plan.write(out)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        (cache / f"{dest.stem}.json").write_text(
+            json.dumps({"kernel": spec.kernel.release, "files": sorted(plan.files)}, indent=1)
+        )
     return dest
 
 

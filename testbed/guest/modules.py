@@ -134,8 +134,12 @@ def _make(kernel_build: Path, work: Path) -> subprocess.CompletedProcess[str]:
         ) from exc
 
 
-def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
+def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = None) -> P2PBuild:
     """Build (or find in the cache) the P2P guest modules for ``kernel``, and ``p2pctl``.
+
+    ``src`` is a directory laid out like ``qemu-devices/p2p/`` (the default): ``testbed
+    mutants`` builds patched copies this way. The cache key hashes the sources, so each
+    variant is built once and never mixed up with another.
 
     Raises :class:`ModuleBuildError` (a :class:`~testbed.errors.KernelError`) with the compiler
     output when the build fails, naming the source ``file:line`` of the first error.
@@ -145,7 +149,7 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
             f"kernel {kernel.describe()} has no build tree to compile guest modules against; "
             "pass --build DIR (or use the stock kernel, which brings its headers)"
         )
-    src = source_dir()
+    src = source_dir() if src is None else src.resolve()
     files = source_files(src)
     if not files:
         raise KernelError(f"{src}: no driver sources found (expected Makefile and *.c)")
@@ -160,7 +164,8 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
     if all(ko.is_file() for ko in result.modules):
         return result
 
-    out.mkdir(parents=True, exist_ok=True)
+    with paths.cache_writes(out, "the P2P guest modules"):
+        out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="p2p-modules-") as tmp:
         work = Path(tmp) / "p2p"
         for rel in files:
@@ -192,9 +197,10 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc") -> P2PBuild:
                     output=output,
                     location=None,
                 )
-            fd, partial = tempfile.mkstemp(dir=out, prefix=f".{name}-")
-            os.close(fd)
-            shutil.copyfile(built, partial)
-            os.replace(partial, dest)
+            with paths.cache_writes(out, f"{name}.ko"):
+                fd, partial = tempfile.mkstemp(dir=out, prefix=f".{name}-")
+                os.close(fd)
+                shutil.copyfile(built, partial)
+                os.replace(partial, dest)
     log.info("built the P2P guest modules in %.1f s (%s)", time.monotonic() - started, out)
     return result

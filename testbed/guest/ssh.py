@@ -3,14 +3,26 @@
 :class:`GuestShell` is the small interface tests use (``run`` / ``run_check`` / ``write_file``);
 :class:`SSHShell` implements it over SSH. Every call has a timeout; a guest that stops
 answering raises instead of hanging.
+
+paramiko itself waits without a bound in places: ``Channel.exec_command`` waits for the
+server's reply to the exec request with a bare ``Event.wait()``, and ``sendall`` waits for
+window space as long as the channel's timeout, ``None`` by default. So :meth:`SSHShell.run`
+gives the channel a timeout and arms a timer that, should the command's deadline pass with
+the call still stuck (a guest frozen, or a kernel that stopped scheduling sshd), shuts the
+socket down and closes the transport: every paramiko wait then wakes with an error, and the
+call raises :class:`DeadlineExceeded`. The connection is gone after that; the next call says
+so at once.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import select
 import shlex
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +39,10 @@ log = logging.getLogger(__name__)
 #: Default bound for one command in the guest.
 COMMAND_TIMEOUT = 60.0
 WATCH_INTERVAL = 0.25  #: how often a running command's watchdog is called
+#: How long after a command's deadline a call still stuck inside paramiko is cut off by
+#: closing the transport (a command that merely runs long is stopped by the wait loop first,
+#: within ``WATCH_INTERVAL``, and keeps the connection).
+ABORT_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -169,45 +185,81 @@ class SSHShell(GuestShell):
     ) -> int:
         """Run ``command`` like :meth:`run`, handing each chunk of its stdout and stderr to
         ``on_stdout`` / ``on_stderr`` as it arrives; returns the exit status (-1 if the
-        command was killed by a signal and sshd reported no status)."""
+        command was killed by a signal and sshd reported no status).
+
+        The wait is bounded even where paramiko has no timeout of its own (``exec_command``,
+        a ``sendall`` to a guest that reads nothing): a timer closes the transport
+        ``ABORT_GRACE`` seconds after the deadline, which wakes every wait on it.
+        """
         client = self._client
         transport = client.get_transport() if client is not None else None
         if transport is None or not transport.is_active():
             raise GuestUnreachable("not connected to the guest")
         deadline = Deadline(timeout, f"guest command {command!r}")
-        try:
-            chan = transport.open_session(timeout=deadline.cap(30))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise GuestUnreachable(f"cannot open an SSH channel for {command!r}: {exc}") from exc
+        aborted = threading.Event()
+        timer = threading.Timer(timeout + ABORT_GRACE, _abort, (transport, aborted))
+        timer.daemon = True
+        timer.start()
 
-        def drain() -> None:
-            while chan.recv_ready():
-                on_stdout(chan.recv(1 << 16))
-            while chan.recv_stderr_ready():
-                on_stderr(chan.recv_stderr(1 << 16))
+        def stuck(exc: BaseException | None) -> DeadlineExceeded:
+            return DeadlineExceeded(
+                f"guest command did not finish within {timeout:g} s: {command}; the guest "
+                "stopped answering over SSH (frozen or hung?), so the connection was closed"
+                + (f" ({exc!r})" if exc is not None else "")
+            )
 
         try:
-            chan.exec_command(command)
-            if stdin is not None:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            while True:
-                select.select([chan], [], [], deadline.cap(WATCH_INTERVAL))
+            try:
+                chan = transport.open_session(timeout=deadline.cap(30))
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if aborted.is_set():
+                    raise stuck(exc) from exc
+                raise GuestUnreachable(
+                    f"cannot open an SSH channel for {command!r}: {exc}"
+                ) from exc
+
+            def drain() -> None:
+                while chan.recv_ready():
+                    on_stdout(chan.recv(1 << 16))
+                while chan.recv_stderr_ready():
+                    on_stderr(chan.recv_stderr(1 << 16))
+
+            try:
+                # sendall and recv honour this; exec_command does not (the timer covers it).
+                chan.settimeout(max(0.01, deadline.remaining()))
+                chan.exec_command(command)
+                if stdin is not None:
+                    chan.settimeout(max(0.01, deadline.remaining()))
+                    chan.sendall(stdin)
+                chan.shutdown_write()
+                while True:
+                    select.select([chan], [], [], deadline.cap(WATCH_INTERVAL))
+                    drain()
+                    if chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                        break
+                    if deadline.expired():
+                        raise DeadlineExceeded(
+                            f"guest command did not finish within {timeout:g} s: {command}"
+                        )
+                    if self.watchdog is not None:
+                        self.watchdog()
                 drain()
-                if chan.exit_status_ready() and (chan.eof_received or chan.closed):
-                    break
-                if deadline.expired():
-                    raise DeadlineExceeded(
-                        f"guest command did not finish within {timeout:g} s: {command}"
-                    )
-                if self.watchdog is not None:
-                    self.watchdog()
-            drain()
-            return chan.recv_exit_status()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise GuestUnreachable(f"SSH connection lost while running {command!r}: {exc}") from exc
+                return chan.recv_exit_status()
+            except DeadlineExceeded:
+                raise  # a command that merely ran long: the connection is fine
+            except TimeoutError as exc:  # socket.timeout from sendall/recv: the deadline
+                _abort(transport, aborted)
+                raise stuck(exc) from exc
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if aborted.is_set():
+                    raise stuck(exc) from exc
+                raise GuestUnreachable(
+                    f"SSH connection lost while running {command!r}: {exc}"
+                ) from exc
+            finally:
+                chan.close()
         finally:
-            chan.close()
+            timer.cancel()
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Create ``path`` in the guest with ``data`` (through ``cat``; no SFTP needed)."""
@@ -218,3 +270,17 @@ class SSHShell(GuestShell):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _abort(transport: paramiko.Transport, aborted: threading.Event) -> None:
+    """Cut a connection whose call is stuck: wake every paramiko wait on it with an error.
+
+    Runs on the timer's thread. Shutting the socket down first also ends a ``send`` blocked
+    on a full socket buffer (a guest frozen under QEMU's ``stop`` reads nothing).
+    """
+    aborted.set()
+    log.warning("SSH call past its deadline; closing the connection to the guest")
+    with contextlib.suppress(OSError):
+        transport.sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        transport.close()

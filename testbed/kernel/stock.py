@@ -112,13 +112,16 @@ def _key(packages: list[Package]) -> str:
 
 def _kernels_root() -> Path:
     root = paths.cache_dir() / "kernels"
-    root.mkdir(parents=True, exist_ok=True)
+    with paths.cache_writes(root, "the kernel cache"):
+        root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
-    with (root / ".lock").open("w") as lock:
+    with paths.cache_writes(root, "the kernel cache's lock file"):
+        lock = (root / ".lock").open("w")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -230,6 +233,11 @@ def _fetch(packages: list[Package], entry: Path, flavour: str) -> None:
         entry,
     )
     release = packages[0].name.removeprefix("linux-image-")
+    with paths.cache_writes(entry.parent, f"the kernel {packages[0].name}"):
+        _fetch_into(entry, packages, flavour, release)
+
+
+def _fetch_into(entry: Path, packages: list[Package], flavour: str, release: str) -> None:
     work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=entry.parent))
     try:
         os.chmod(work, 0o755)  # apt's _apt user must be able to write the downloads here

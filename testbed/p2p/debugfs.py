@@ -75,3 +75,52 @@ def module_refcount(shell: GuestShell, module: str) -> int:
         if parts and parts[0] == module:
             return int(parts[2])
     raise AssertionError(f"module {module} is not loaded")
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the exporter's debugfs ``live`` file counts from its data (not its counters)."""
+
+    records: int  #: p2p_map records on every object of every exporter, removed ones too
+    importer_refs: int  #: importer device references those records hold
+
+    @property
+    def idle(self) -> bool:
+        return self.records == 0 and self.importer_refs == 0
+
+
+def parse_live(text: str) -> Live:
+    counters = parse_counters(text)
+    missing = {"records", "importer_refs"} - counters.keys()
+    if missing:
+        raise AssertionError(f"{EXPORTER_DIR}/live lacks {sorted(missing)}: {text!r}")
+    return Live(counters["records"], counters["importer_refs"])
+
+
+def live(shell: GuestShell) -> Live:
+    """The p2p_map records and importer references alive now, in every exporter."""
+    return parse_live(shell.run_check(f"cat {EXPORTER_DIR}/live").stdout)
+
+
+def balance_problems(live_now: Live, exporter: dict[str, int]) -> list[str]:
+    """Disagreements between what is live and the exporter's counters (totals since load).
+
+    Every live record is one ``imports`` and holds one importer reference; every record
+    ever made is a ``maps``, and ends as an ``unmaps`` (or, with a ``P2P-WARN``, when its
+    object is freed under it -- then ``maps - unmaps`` exceeds ``imports``).
+    """
+    problems = []
+    if live_now.records != exporter["imports"]:
+        problems.append(
+            f"{live_now.records} live records but the 'imports' counter says {exporter['imports']}"
+        )
+    if live_now.importer_refs != live_now.records:
+        problems.append(
+            f"{live_now.importer_refs} importer references held for {live_now.records} live records"
+        )
+    if exporter["maps"] - exporter["unmaps"] < live_now.records:
+        problems.append(
+            f"maps {exporter['maps']} - unmaps {exporter['unmaps']} is less than "
+            f"the {live_now.records} live records"
+        )
+    return problems

@@ -4,6 +4,7 @@ and ``p2pctl`` in ``/usr/local/bin``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from testbed.guest.initramfs import GuestFile
@@ -25,6 +26,7 @@ class Payload:
         }
 
 
-def payload(kernel: Kernel) -> Payload:
-    """Build (or take from the cache) the drivers for ``kernel``."""
-    return Payload(build_p2p_modules(kernel))
+def payload(kernel: Kernel, src: Path | None = None) -> Payload:
+    """Build (or take from the cache) the drivers for ``kernel``, from ``src`` if given
+    (a patched copy of ``qemu-devices/p2p/``), else from the checkout."""
+    return Payload(build_p2p_modules(kernel, src=src))

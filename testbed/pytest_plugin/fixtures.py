@@ -33,7 +33,7 @@ def artifact_dir(request: pytest.FixtureRequest, testbed_settings: Settings) -> 
     """This test's own artifact folder, emptied at the start of the test."""
     path = testbed_settings.artifacts / folder_name(request.node.nodeid)
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, mode=0o700)  # what an untrusted guest wrote: ours only
     request.node.stash[ARTIFACTS] = path
     return path
 
@@ -61,6 +61,7 @@ class MachineFactory:
         if any(m.run_dir.name == label for m in self.machines):
             label = f"{label}-{len(self.machines)}"
         kwargs.setdefault("accel", self._settings.accel)
+        kwargs.setdefault("boot_timeout", self._settings.boot_timeout)
         kernel = kwargs.pop("kernel", self._kernel)
         machine = Machine(definition, kernel, self._folder / label, **kwargs)
         self.machines.append(machine)

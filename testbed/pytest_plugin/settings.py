@@ -10,6 +10,7 @@ import pytest
 from testbed.config.schema import Accel
 from testbed.kernel import kernel_under_test
 from testbed.kernel.image import Kernel
+from testbed.qemu.machine import BOOT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class Settings:
     accel: Accel | None  #: None: what each machine's YAML says (``auto`` by default)
     artifacts: Path
     keep_artifacts: bool
+    boot_timeout: float = BOOT_TIMEOUT  #: seconds a machine may take to boot
+    p2p_src: Path | None = None  #: None: the checkout's qemu-devices/p2p/ (see build_p2p_modules)
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -52,6 +55,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="auto: probe KVM with a bounded boot, fall back to TCG; kvm/tcg: force",
     )
     group.addoption(
+        "--testbed-boot-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=BOOT_TIMEOUT,
+        help="seconds a guest may take to boot (default: %(default)g; a panic ends it at once)",
+    )
+    group.addoption(
         "--testbed-artifacts",
         metavar="DIR",
         type=Path,
@@ -62,6 +72,13 @@ def add_options(parser: pytest.Parser) -> None:
         "--testbed-keep-artifacts",
         action="store_true",
         help="keep the artifact folders of passing tests too",
+    )
+    group.addoption(
+        "--testbed-p2p-src",
+        metavar="DIR",
+        type=Path,
+        help="build the P2P guest drivers from DIR instead of qemu-devices/p2p/ "
+        "(testbed mutants points it at a patched copy)",
     )
 
 
@@ -85,4 +102,12 @@ def _parse(config: pytest.Config) -> Settings:
         accel=Accel(accel) if accel else None,
         artifacts=Path(config.getoption("--testbed-artifacts")).absolute(),
         keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
+        boot_timeout=_positive(config.getoption("--testbed-boot-timeout")),
+        p2p_src=config.getoption("--testbed-p2p-src"),
     )
+
+
+def _positive(seconds: float) -> float:
+    if not seconds > 0:
+        raise pytest.UsageError(f"--testbed-boot-timeout must be positive, got {seconds:g}")
+    return float(seconds)

@@ -13,8 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from testbed.config.schema import Accel
 from testbed.deadline import Deadline, wait_for
 from testbed.errors import AccelError, DeadlineExceeded, TestbedError
 from testbed.guest.console import MarkerWatch
-from testbed.qemu.process import QemuProcess
+from testbed.qemu.process import QemuProcess, reaped_tempdir
 from testbed.qemu.qmp import QMP
 
 log = logging.getLogger(__name__)
@@ -146,58 +144,63 @@ def _first_error(stderr: str) -> str:
 def probe(qemu: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT) -> AccelChoice:
     """Boot ``kernel`` under KVM for at most ``timeout`` seconds and see whether it works."""
     log.info("probing KVM with a test boot (at most %g s)...", timeout)
-    folder = Path(tempfile.mkdtemp(prefix="p2p-testbed-kvmprobe-"))
-    qmp = QMP(folder / "qmp.log", name="kvm-probe")
-    proc: QemuProcess | None = None
-    start = time.monotonic()
-    try:
-        console = folder / "console.log"
-        argv = [
-            qemu,
-            "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512M",
-            "-nodefaults", "-no-user-config", "-display", "none",
-            "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", "console=ttyS0 rdinit=/init",
-            "-chardev", f"file,id=console,path={console}", "-serial", "chardev:console",
-            "-chardev", f"socket,id=qmp,path={folder / 'qmp.sock'}",
-            "-mon", "chardev=qmp,mode=control",
-        ]  # fmt: skip
-        qmp.listen(folder / "qmp.sock")
-        proc = QemuProcess(argv, folder / "qemu-stderr.log")
-        running = proc
-        deadline = Deadline(timeout, "KVM probe boot")
-        watch = MarkerWatch(console, INIT_MARKER)
+    with reaped_tempdir("p2p-testbed-kvmprobe-") as folder:
+        qmp = QMP(folder / "qmp.log", name="kvm-probe")
+        proc: QemuProcess | None = None
+        start = time.monotonic()
         try:
-            qmp.accept(deadline, lambda: running.poll() is None)
-            kvm = qmp.execute("query-kvm", timeout=deadline.cap(5))
-            if not (isinstance(kvm, dict) and kvm.get("enabled")):
-                return AccelChoice(Accel.TCG, f"QEMU reports KVM not enabled ({kvm})", time.time())
-            wait_for(
-                lambda: running.poll() is not None or watch.seen(),
-                deadline,
-                doing="waiting for the KVM guest to reach init",
-            )
-        except DeadlineExceeded:
+            console = folder / "console.log"
+            argv = [
+                qemu,
+                "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512M",
+                "-nodefaults", "-no-user-config", "-display", "none",
+                "-kernel", str(kernel), "-initrd", str(initrd),
+                "-append", "console=ttyS0 rdinit=/init",
+                "-chardev", f"file,id=console,path={console}", "-serial", "chardev:console",
+                "-chardev", f"socket,id=qmp,path={folder / 'qmp.sock'}",
+                "-mon", "chardev=qmp,mode=control",
+            ]  # fmt: skip
+            qmp.listen(folder / "qmp.sock")
+            proc = QemuProcess(argv, folder / "qemu-stderr.log")
+            running = proc
+            deadline = Deadline(timeout, "KVM probe boot")
+            watch = MarkerWatch(console, INIT_MARKER)
+            try:
+                qmp.accept(deadline, lambda: running.poll() is None)
+                kvm = qmp.execute("query-kvm", timeout=deadline.cap(5))
+                if not (isinstance(kvm, dict) and kvm.get("enabled")):
+                    return AccelChoice(
+                        Accel.TCG, f"QEMU reports KVM not enabled ({kvm})", time.time()
+                    )
+                wait_for(
+                    lambda: running.poll() is not None or watch.seen(),
+                    deadline,
+                    doing="waiting for the KVM guest to reach init",
+                )
+            except DeadlineExceeded:
+                return AccelChoice(
+                    Accel.TCG,
+                    f"a KVM guest did not reach init within {timeout:g} s (nested KVM typically "
+                    "hangs in early boot)",
+                    time.time(),
+                )
+            except TestbedError as exc:
+                said = _first_error(running.log_tail(10))
+                reason = (
+                    f"QEMU failed under KVM: {said}" if said else f"KVM test boot failed: {exc}"
+                )
+                return AccelChoice(Accel.TCG, reason, time.time())
+            if running.poll() is not None:
+                return AccelChoice(
+                    Accel.TCG,
+                    f"QEMU exited during the KVM test boot: {running.log_tail(3)!r}",
+                    time.time(),
+                )
+            took = time.monotonic() - start
             return AccelChoice(
-                Accel.TCG,
-                f"a KVM guest did not reach init within {timeout:g} s (nested KVM typically "
-                "hangs in early boot)",
-                time.time(),
+                Accel.KVM, f"KVM test boot reached init in {took:.1f} s", time.time()
             )
-        except TestbedError as exc:
-            said = _first_error(running.log_tail(10))
-            reason = f"QEMU failed under KVM: {said}" if said else f"KVM test boot failed: {exc}"
-            return AccelChoice(Accel.TCG, reason, time.time())
-        if running.poll() is not None:
-            return AccelChoice(
-                Accel.TCG,
-                f"QEMU exited during the KVM test boot: {running.log_tail(3)!r}",
-                time.time(),
-            )
-        took = time.monotonic() - start
-        return AccelChoice(Accel.KVM, f"KVM test boot reached init in {took:.1f} s", time.time())
-    finally:
-        if proc is not None:
-            proc.terminate(grace=0.5)
-        qmp.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            if proc is not None:
+                proc.terminate(grace=0.5)
+            qmp.close()

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,13 +40,13 @@ from testbed.errors import (
     MachineDied,
     TestbedError,
 )
-from testbed.guest import keys
-from testbed.guest.console import MarkerWatch
+from testbed.guest import console, keys
+from testbed.guest.console import MarkerWatch, Problem
 from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
 from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
-from testbed.qemu.process import QemuProcess, Reaper, find_qemu
+from testbed.qemu.process import QemuProcess, Reaper, find_qemu, new_reaped_dir
 from testbed.qemu.qmp import QMP
 
 if TYPE_CHECKING:
@@ -57,7 +57,12 @@ log = logging.getLogger(__name__)
 SSH_READY_MARKER = "testbed-guest: sshd ready"
 READY_MARKER = "testbed-guest: ready"
 INSMOD_FAILED = "testbed-guest: insmod"
+#: the driver core's words when a driver matched a device and its probe failed
+#: (``call_driver_probe`` in drivers/base/dd.c, Linux 6.1)
+PROBE_FAILED = re.compile(r"\S+: probe of \S+ failed with error -?\d+")
 INIT_MARKER = accel_mod.INIT_MARKER
+#: How long a boot may take, to the guest's "ready" line (``--boot-timeout``).
+BOOT_TIMEOUT = 180.0
 _USERNET_RE = re.compile(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22\b")
 
 
@@ -71,11 +76,12 @@ class Machine:
         run_dir: Path,
         *,
         accel: Accel | None = None,
-        boot_timeout: float = 180.0,
+        boot_timeout: float = BOOT_TIMEOUT,
         kernel_args: Sequence[str] = (),
         guest_modules: Sequence[Path] = (),
         guest_files: Sequence[GuestFile] = (),
         qemu: str | None = None,
+        qemu_args: Sequence[str] = (),
         collect_dmesg: bool = True,
     ) -> None:
         self.definition = machine
@@ -89,6 +95,7 @@ class Machine:
             kernel=kernel, extra_modules=tuple(guest_modules), extra_files=tuple(guest_files)
         )
         self.qemu_binary = qemu or find_qemu()
+        self.qemu_args = tuple(qemu_args)  #: appended to QEMU's command line (experiments)
         self.accel: accel_mod.AccelChoice | None = None
         self.argv: list[str] = []
         self.private_dir: Path | None = None
@@ -172,14 +179,17 @@ class Machine:
     def start(self) -> None:
         t0 = time.monotonic()
         deadline = Deadline(self.boot_timeout, f"booting machine {self.spec.name!r}")
+        # The run folder holds what an untrusted kernel wrote (console, BAR contents): ours
+        # only. QEMU would create the BAR files 0644; created here first, they stay 0600.
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.private_dir = Path(tempfile.mkdtemp(prefix="p2p-testbed-"))  # mode 0700
-        self._reaper.remove_on_exit(self.private_dir)
+        self.run_dir.chmod(0o700)
+        self.private_dir = new_reaped_dir("p2p-testbed-")  # mode 0700
         for dev in self.spec.devices:
             if cmdline.backing_size(self.definition, dev) is not None:
                 path = cmdline.backing_file(self.run_dir, dev)
                 path.unlink(missing_ok=True)
                 self._reaper.remove_on_exit(path)
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
         (self.run_dir / "kernel.json").write_text(self.kernel.manifest())
         base = self.base_initramfs()
@@ -209,6 +219,7 @@ class Machine:
             backing_dir=self.run_dir,
             kernel_args=self.kernel_args,
             name=f"testbed-{self.spec.name}",
+            extra_args=self.qemu_args,
         )
         self.argv = cmdline.build_argv(self.definition, launch)
         (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
@@ -223,7 +234,12 @@ class Machine:
             self._qmp.accept(deadline.sub(30, "QEMU start-up"), self.alive)
         except TestbedError as exc:
             raise proc.launch_error(f"QEMU did not start: {exc}") from exc
-        self.ssh_port = self._forwarded_port()
+        try:
+            self.ssh_port = self._forwarded_port()
+        except MachineDied:
+            proc.wait(2)  # QEMU went away under the monitor: say why if the console knows
+            self.check_alive()
+            raise
         # The SSH client (paramiko, ~0.1 s to import) loads here, while the guest boots, rather
         # than before QEMU starts: every command pays for what lies before the spawn.
         from testbed.guest.ssh import SSHShell
@@ -242,13 +258,15 @@ class Machine:
         self.timings["boot_to_ssh_s"] = time.monotonic() - t0
         self._wait_console(READY_MARKER, deadline)
         self.timings["ready_s"] = time.monotonic() - t0
-        failed = [line for line in self.console_text().splitlines() if INSMOD_FAILED in line]
+        lines = self.console_text().splitlines()
+        failed = [line for line in lines if INSMOD_FAILED in line]
         if failed:
             raise GuestError(
                 "a guest module failed to load at boot:\n  "
                 + "\n  ".join(failed)
                 + f"\n{self._console_tail()}"
             )
+        self._check_drivers_bound(lines)
         if release != self.kernel.release:
             raise TestbedError(
                 f"the guest runs kernel {release!r}, expected {self.kernel.release!r}"
@@ -260,6 +278,39 @@ class Machine:
             self.accel.accel.value,
             self.ssh_port,
         )
+
+    def _check_drivers_bound(self, console_lines: list[str]) -> None:
+        """Raise if a guest driver loaded but did not take its device.
+
+        A probe that fails (a BAR the guest could not assign, say) leaves the machine as
+        useless as a module that did not load. The driver core prints only some failures
+        (``probe of ... failed with error``; -ENODEV and -ENXIO are debug messages), so the
+        binding itself is checked in sysfs: every device whose type names a guest module
+        that this machine loads must be bound to that driver.
+        """
+        from testbed.guest import pci
+
+        loaded = {m.name.removesuffix(".ko").replace("-", "_") for m in self.image.extra_modules}
+        expected = {
+            self.definition.type_of(dev).pci_id: module
+            for dev in self.spec.devices
+            if (module := self.definition.type_of(dev).guest_module) in loaded
+        }
+        printed = [line.strip() for line in console_lines if PROBE_FAILED.search(line)]
+        if not expected and not printed:
+            return
+        unbound = [
+            f"{dev.address} [{dev.pci_id}] has driver {dev.driver or 'none'}, expected "
+            f"{expected[dev.pci_id]}"
+            for dev in pci.list_devices(self.ssh)
+            if dev.pci_id in expected and dev.driver != expected[dev.pci_id]
+        ]
+        if unbound or printed:
+            raise GuestError(
+                "a guest driver failed to probe its device at boot:\n  "
+                + "\n  ".join(unbound + printed)
+                + f"\n{self._console_tail()}"
+            )
 
     def _forwarded_port(self) -> int:
         text = self.qmp.hmp("info usernet")
@@ -319,6 +370,14 @@ class Machine:
         if self.panicked():
             raise GuestPanic("the guest kernel panicked (GUEST_PANICKED)\n" + self._panic_excerpt())
         if self.process is not None and self.process.poll() is not None and not self._down:
+            early = console.check(self.console_text()).of(Problem.PANIC)
+            if early:
+                # panic=-1 + reboot=shutdown: a panic before pvpanic was loaded ends QEMU.
+                raise GuestPanic(
+                    "the guest kernel panicked before the pvpanic driver was loaded (QEMU "
+                    f"exited with code {self.process.poll()}); console "
+                    f"({self.console_log}):\n  " + "\n  ".join(early[0].excerpt)
+                )
             raise MachineDied(
                 f"QEMU exited with code {self.process.poll()}\n"
                 f"  QEMU said: {self.process.log_tail(5)}\n{self._console_tail()}"

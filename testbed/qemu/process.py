@@ -4,6 +4,12 @@ QEMU runs in a session (and so a process group) of its own: Ctrl-C in the termin
 the orchestrator, which shuts the machine down in order; killing the group takes any helper
 QEMU forked with it. A :class:`Reaper` (see :mod:`testbed.qemu.reaper`) kills the group and
 removes registered files if the orchestrator itself dies without cleaning up.
+
+Nothing runs before the reaper knows it: QEMU is started as a small shell that waits for a
+"go" on its stdin and only then ``exec``s QEMU (same pid, same process group). The group is
+registered with the reaper first; an orchestrator killed in between closes the pipe, and the
+shell exits without QEMU ever running. Temporary folders (:func:`reaped_tempdir`) are
+registered before they are created.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import atexit
 import contextlib
 import logging
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, ClassVar
 
@@ -87,6 +96,39 @@ class Reaper:
             pass
 
 
+@contextlib.contextmanager
+def reaped_tempdir(prefix: str) -> Iterator[Path]:
+    """A new private (0700) folder in the temporary folder, removed on exit -- and by the
+    reaper should the orchestrator die first (see :func:`new_reaped_dir`)."""
+    path = new_reaped_dir(prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        Reaper.get().forget_path(path)
+
+
+def new_reaped_dir(prefix: str) -> Path:
+    """Create a private (0700) folder in the temporary folder, registered with the reaper
+    before it exists (so it never exists unknown to the reaper); the caller removes it and
+    tells the reaper to forget it."""
+    reaper = Reaper.get()
+    base = Path(tempfile.gettempdir())
+    while True:
+        path = base / f"{prefix}{secrets.token_hex(6)}"
+        reaper.remove_on_exit(path)
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:  # not ours: leave it alone
+            reaper.forget_path(path)
+
+
+#: Run as ``sh -c _GATE qemu args...``: wait for one line on stdin, then become QEMU. EOF
+#: instead (the orchestrator died before it registered the group) exits without running it.
+_GATE = 'read -r go && [ "$go" = go ] && exec "$0" "$@" </dev/null; exit 125'
+
+
 def find_qemu(binary: str = "qemu-system-x86_64") -> str:
     from shutil import which
 
@@ -109,21 +151,29 @@ class QemuProcess:
         with stderr_log.open("ab") as err:
             try:
                 self._proc = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
+                    ["/bin/sh", "-c", _GATE, *self.argv],
+                    stdin=subprocess.PIPE,
                     stdout=err,
                     stderr=err,
                     start_new_session=True,
                 )
             except OSError as exc:
                 raise LaunchError(
-                    f"cannot execute QEMU: {exc.strerror}",
+                    f"cannot start QEMU: {exc.strerror}",
                     argv=self.argv,
                     exitcode=None,
                     log_tail="",
                 ) from exc
+        # The group (pid == pgid: a new session) is known to the reaper before QEMU runs.
         self._reaper.kill_on_exit(self._proc.pid)
         self._reaped = False
+        gate = self._proc.stdin
+        assert gate is not None
+        try:
+            gate.write(b"go\n")
+            gate.close()
+        except OSError as exc:  # the shell is gone already
+            raise self.launch_error(f"cannot start QEMU: {exc}") from exc
 
     @property
     def pid(self) -> int:

@@ -59,10 +59,32 @@ class QMP:
     # -- plumbing --------------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+        task = self._loop.create_task(asyncio.wait_for(coro, timeout))
         try:
-            return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
+            return self._loop.run_until_complete(task)
         except TimeoutError as exc:
             raise DeadlineExceeded(f"QMP: {what} got no answer within {timeout:g} s") from exc
+        except BaseException:
+            # Ctrl-C / SIGTERM land here in the middle of the loop: the call's task is left
+            # pending. Cancel and drain it now, so that nothing later reports "Task exception
+            # was never retrieved" or "Task was destroyed but it is pending".
+            self._drain([task])
+            raise
+
+    def _drain(self, tasks: list[asyncio.Task[Any]], timeout: float = 2.0) -> None:
+        """Cancel ``tasks`` and run the loop until they finish (bounded), retrieving their
+        results so asyncio has nothing to complain about. Never raises."""
+        pending = [t for t in tasks if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending and not self._loop.is_closed() and not self._loop.is_running():
+            try:
+                self._loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
+            except BaseException as exc:  # a second signal: give up draining, keep going
+                log.debug("QMP: draining tasks: %r", exc)
+        for t in tasks:
+            if t.done() and not t.cancelled():
+                t.exception()  # marks it retrieved
 
     def _write(self, direction: str, payload: object) -> None:
         self._log.write(f"{_now()} {direction} {json.dumps(payload, default=str)}\n")
@@ -194,5 +216,9 @@ class QMP:
         except Exception as exc:
             log.debug("QMP disconnect: %s", exc)
         finally:
-            self._loop.close()
+            # Whatever qemu.qmp still has running (reader, writer, a half-done execute after
+            # an interrupt): cancelled and drained before the loop goes.
+            if not self._loop.is_closed():
+                self._drain(list(asyncio.all_tasks(self._loop)))
+                self._loop.close()
             self._log.close()

@@ -2,10 +2,14 @@
 
 Isolation. Tests that leave the devices in place share one guest per module (``p2p_vm``);
 before each of them the fixture checks the guest is back to a clean state -- both devices
-bound, no live p2p_map record, no MR, no p2pctl process, module parameters at their
-defaults -- and fails the test if an earlier one broke that, rather than letting it pass on a
-dirty guest. Its console is checked per test from where the test started. Tests that unplug
-a device, or need a misbehaving driver, boot their own guest (``fresh_p2p_vm``).
+bound, no live p2p_map record (counted from the exporter's data in debugfs ``live``, and
+agreeing with its counters), no importer reference held, no MR, no p2pctl process -- and fails
+the test if an earlier one broke that, rather than letting it pass on a dirty guest. Every
+guest, shared or fresh, has its module parameters checked against the documented defaults
+right after boot, before any test touches them (the teardown writes defaults back, which
+would hide a changed default). Its console is checked per test from where the test started.
+Tests that unplug a device, or need a misbehaving driver, boot their own guest
+(``fresh_p2p_vm``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pytest
 from testbed.devices.registry import load_machine
 from testbed.guest import pci
 from testbed.kernel.image import Kernel
-from testbed.p2p import debugfs
+from testbed.p2p import debugfs, params
 from testbed.p2p.payload import Payload, payload
 from testbed.pytest_plugin.settings import Settings
 from testbed.pytest_plugin.state import FACTS, folder_name, watch
@@ -27,32 +31,11 @@ from testbed.qemu.machine import Machine
 EXPORTER = "1af4:1110"
 IMPORTER = "1234:11e8"
 
-#: Module parameters a test may change, with the values every test starts from.
-DEFAULT_PARAMS = {
-    "p2p_exporter": {
-        "refuse_pin": "Y",
-        "allow_p2p": "Y",
-        "unplug_wait_ms": "5000",
-        "evict_wait_ms": "2000",
-    },
-    "p2p_importer": {"lazy_unmap": "N"},
-}
-
-
-def set_params(vm: Machine, params: dict[str, dict[str, str]]) -> None:
-    vm.ssh.run_check(
-        "; ".join(
-            f"echo {value} > /sys/module/{module}/parameters/{name}"
-            for module, values in params.items()
-            for name, value in values.items()
-        )
-    )
-
 
 @pytest.fixture(scope="session")
-def p2p_payload(testbed_kernel: Kernel) -> Payload:
+def p2p_payload(testbed_kernel: Kernel, testbed_settings: Settings) -> Payload:
     """The drivers and p2pctl, built against the kernel under test (cached)."""
-    return payload(testbed_kernel)
+    return payload(testbed_kernel, testbed_settings.p2p_src)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +52,11 @@ def shared_p2p_machine(
         testbed_kernel,
         folder,
         accel=testbed_settings.accel,
+        boot_timeout=testbed_settings.boot_timeout,
         **p2p_payload.machine_kwargs(),
     )
     with machine:
+        params.assert_defaults(machine.ssh, "freshly booted shared guest")
         yield machine
     facts = request.config.stash[FACTS]
     if folder in facts.kept or testbed_settings.keep_artifacts:
@@ -84,7 +69,11 @@ def _assert_clean(vm: Machine) -> None:
     stray = vm.ssh.run("pidof p2pctl").stdout.strip()
     assert not stray, f"p2pctl processes left over by an earlier test: {stray}"
     exporter, importer = debugfs.exporter_stats(vm.ssh), debugfs.importer_stats(vm.ssh)
+    live = debugfs.live(vm.ssh)
+    assert live.idle, f"p2p_map records or importer references left over: {live}"
+    assert not debugfs.balance_problems(live, exporter), debugfs.balance_problems(live, exporter)
     assert exporter["imports"] == 0, f"live p2p_map records left over: {exporter}"
+    assert exporter["maps"] == exporter["unmaps"], f"maps and unmaps do not balance: {exporter}"
     assert importer["mrs"] == 0, f"MRs left over: {importer}"
 
 
@@ -96,7 +85,7 @@ def p2p_vm(request: pytest.FixtureRequest, shared_p2p_machine: Machine) -> Itera
     _assert_clean(vm)
     yield vm
     vm.ssh.run("killall -q p2pctl; rm -f /tmp/p2pctl-*")
-    set_params(vm, DEFAULT_PARAMS)
+    params.set_values(vm.ssh, params.RESETTABLE)
 
 
 @pytest.fixture
@@ -106,6 +95,8 @@ def fresh_p2p_vm(
     """Boot a guest of its own with the drivers: ``fresh_p2p_vm("native-hotplug")``."""
 
     def boot(name: str = "default", **kwargs: object) -> Machine:
-        return machine_factory(name, **p2p_payload.machine_kwargs(), **kwargs)
+        vm = machine_factory(name, **p2p_payload.machine_kwargs(), **kwargs)
+        params.assert_defaults(vm.ssh, f"freshly booted {name} guest")
+        return vm
 
     return boot

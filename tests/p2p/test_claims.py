@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import zlib
 
+import pytest
+
 from testbed.deadline import Deadline
-from testbed.p2p import ctl, debugfs
+from testbed.guest.console import Problem
+from testbed.p2p import ctl, debugfs, params
 from testbed.p2p.host import hexint, read_bar, write_bar
 from testbed.qemu.machine import Machine
 
@@ -50,6 +53,37 @@ def test_claim1_map_yields_bus_addresses_and_dma_lands_in_the_bar(p2p_vm: Machin
     read = run.op("dma-read")
     assert hexint(read["crc32"]) == zlib.crc32(pattern)
     assert read["head"] == pattern[:32].hex()
+
+
+def test_claim1_subrange_map_starts_where_the_range_starts(p2p_vm: Machine) -> None:
+    """A mapping that starts 16 KiB into the object (mmap offset) and an MR that starts
+    8 KiB into the mapping: p2p_map must return the bus addresses of exactly that range,
+    and the DMA must land there in BAR2 and nowhere else."""
+    vm = p2p_vm
+    mmap_off, mr_off, dma_off = 0x4000, 0x2000, 0x1000
+    run = ctl.p2pctl(
+        vm.ssh,
+        "create size=64K",
+        f"mmap off={mmap_off:#x} len=0x8000",
+        f"reg off={mr_off:#x} len=0x4000",
+        f"dma-write off={dma_off:#x} len=4096 seq=7",
+        "dma-read off=0 len=4096",
+        "dereg",
+    ).expect_ok()
+    obj, reg = run.op("create"), run.op("reg")
+    base, first = hexint(obj["offset"]), hexint(obj["bus"]) + mmap_off + mr_off
+    assert reg["npages"] == 4
+    assert [hexint(b) for b in reg["bus"]] == [first + i * PAGE for i in range(4)]
+    assert hexint(run.op("dma-write")["bus"]) == first + dma_off
+    assert hexint(run.op("dma-read")["bus"]) == first
+
+    # byte for byte on the host: the sequence exactly at the sub-range's page, zero elsewhere
+    at = mmap_off + mr_off + dma_off
+    want = bytes((7 + i) & 0xFF for i in range(PAGE))
+    bar = read_bar(vm, base, 64 * 1024)
+    assert bar[at : at + PAGE] == want, "the DMA did not land where the MR's page lives"
+    assert bar[:at] == bytes(at) and bar[at + PAGE :] == bytes(64 * 1024 - at - PAGE)
+    assert run.op("dma-read")["crc32"] == f"{zlib.crc32(bytes(PAGE)):#010x}"
 
 
 def test_claim2_second_map_of_a_valid_vma_succeeds_with_the_same_addresses(
@@ -117,11 +151,13 @@ def test_claim4_eviction_invalidates_importers_and_no_dma_lands_at_the_old_place
         "mmap",
         "reg",
         "dma-write off=0x1000 len=4096 pattern=0xa1",
+        "write off=0x2000 len=4096 pattern=0xb3",
         "evict",
         "mrinfo",
         "dma-write off=0x1000 len=4096 pattern=0xa2",
         "info",
         "read off=0x1000 len=4096 want=0xa2",
+        "read off=0x2000 len=4096 want=0xb3",
         "dereg",
     ).expect_ok()
     evict = run.op("evict")
@@ -134,7 +170,43 @@ def test_claim4_eviction_invalidates_importers_and_no_dma_lands_at_the_old_place
 
     # the new place holds the copy, then the new DMA; the old place never saw 0xa2
     assert read_bar(vm, new + 0x1000, PAGE) == b"\xa2" * PAGE
+    assert read_bar(vm, new + 0x2000, PAGE) == b"\xb3" * PAGE, "eviction must copy the data"
     assert b"\xa2" not in read_bar(vm, old, 64 * 1024)
+
+
+@pytest.mark.console_allows(Problem.P2P_WARNING)  # the exporter names the lazy importer
+def test_claim4_lazy_importer_dma_after_eviction_does_not_land_at_the_old_place(
+    p2p_vm: Machine,
+) -> None:
+    """An importer in lazy-unmap mode keeps its mapping across the zap (the exporter's wait
+    times out and quarantines the old range), but its next DMA must still map again and
+    land at the object's new place, never at the stale address."""
+    vm = p2p_vm
+    params.set_values(
+        vm.ssh, {"p2p_importer": {"lazy_unmap": "Y"}, "p2p_exporter": {"evict_wait_ms": "300"}}
+    )
+    run = ctl.p2pctl(
+        vm.ssh,
+        "create size=64K",
+        "mmap",
+        "reg",
+        "dma-write off=0x1000 len=4096 pattern=0xc1",
+        "evict",
+        "mrinfo",
+        "dma-write off=0x1000 len=4096 pattern=0xc2",
+        "info",
+        "dereg",
+    ).expect_ok()
+    evict = run.op("evict")
+    old, new = hexint(evict["old"]), hexint(evict["new"])
+    assert evict["timed_out"], "a lazy importer keeps its mapping past the zap"
+    kept = run.op("mrinfo")
+    assert not kept["valid"] and kept["mapped"], "lazy: invalid for DMA, mapping kept"
+    second = run.op("dma-write", 1)
+    assert second["remapped"] and hexint(second["bus"]) != hexint(run.op("dma-write", 0)["bus"])
+    assert hexint(run.op("info")["offset"]) == new
+    assert read_bar(vm, new + 0x1000, PAGE) == b"\xc2" * PAGE
+    assert read_bar(vm, old + 0x1000, PAGE) == b"\xc1" * PAGE, "DMA landed at the stale place"
 
 
 def test_claim8_exporter_refuses_a_permanent_pin(p2p_vm: Machine) -> None:
@@ -153,6 +225,7 @@ def test_claim8_exporter_refuses_a_permanent_pin(p2p_vm: Machine) -> None:
         "create size=16K",
         "mmap",
         "reg pin=1",
+        "evict expect=EBUSY",  # a pinned object stays where it is
         "create size=16K nopin=1",
         "mmap",
         "reg pin=1 expect=EPERM",

@@ -13,6 +13,7 @@ import pytest
 from testbed.deadline import Deadline
 from testbed.devices import hotplug
 from testbed.guest import pci
+from testbed.guest.console import Problem
 from testbed.p2p import ctl, debugfs
 from testbed.p2p.host import hexint, read_bar
 from testbed.qemu.machine import Machine
@@ -100,12 +101,14 @@ def test_claim6_unplug_completes_only_after_every_importer_unmapped(
     record_property("device_del_to_deleted_s", round(result.seconds, 3))
 
 
+@pytest.mark.console_allows(Problem.P2P_WARNING)  # the warning is asserted below
 @pytest.mark.parametrize("machine", MACHINES)
 def test_claim6_importer_that_never_unmaps_ends_unplug_at_the_bound(
     fresh_p2p_vm: Boot, machine: str
 ) -> None:
     """A misbehaving importer keeps its mapping: remove() waits exactly unplug_wait_ms, warns
-    naming the importer, then finishes -- and DEVICE_DELETED comes after that, not before."""
+    naming the importer, then finishes -- and DEVICE_DELETED comes after that, not before.
+    Its next DMA must fail (-ENODEV), not go to the stale address of the removed BAR."""
     vm = fresh_p2p_vm(machine)
     bound = 1.5
     vm.ssh.run_check(
@@ -113,11 +116,23 @@ def test_claim6_importer_that_never_unmaps_ends_unplug_at_the_bound(
         f"echo {int(bound * 1000)} > /sys/module/p2p_exporter/parameters/unplug_wait_ms"
     )
     held = ctl.hold(
-        vm.ssh, "create size=64K", "mmap", "reg", "dma-write len=64 pattern=1", "hold", "dereg"
+        vm.ssh,
+        "create size=64K",
+        "mmap",
+        "reg",
+        "dma-write len=64 pattern=1",
+        "hold",
+        "mrinfo",
+        "dma-write off=0x1000 len=4096 pattern=0x99 expect=ENODEV",
+        "dereg",
     )
+    base = hexint(held.holding.op("create")["offset"])
     offset, uncertainty = ctl.guest_clock_offset(vm.ssh)
     result = hotplug.unplug(vm, "gpu-exporter")
-    held.release(Deadline(30, "p2pctl")).expect_ok()
+    run = held.release(Deadline(30, "p2pctl")).expect_ok()
+    assert not run.op("mrinfo")["valid"] and run.op("mrinfo")["mapped"], "lazy: mapping kept"
+    assert b"\x99" not in read_bar(vm, base, 64 * 1024), "a DMA after the zap landed"
+    assert debugfs.live(vm.ssh).idle, "dereg must drop the record the removed exporter kept"
 
     events = debugfs.events(vm.ssh)
     begin = _one(events, "p2p_exporter", "remove begin")

@@ -240,6 +240,8 @@ def test_pytest_args_pass_every_option_on() -> None:
             "/k/lib/modules/6.9.0",
             "--build",
             "/k/build",
+            "--boot-timeout",
+            "45",
         ]
     )
     assert pytest_args(args) == [
@@ -258,6 +260,7 @@ def test_pytest_args_pass_every_option_on() -> None:
         "--testbed-modules=/k/lib/modules/6.9.0",
         "--testbed-build=/k/build",
         "--testbed-accel=tcg",
+        "--testbed-boot-timeout=45.0",
     ]
 
 
@@ -301,11 +304,11 @@ def test_every_testbed_option_passed_on_is_one_the_plugin_knows() -> None:
     args = parser().parse_args(
         [
             *("run", "--keep-artifacts", "--accel", "auto"),
-            *("--kernel", "k", "--modules", "m", "--build", "b"),
+            *("--kernel", "k", "--modules", "m", "--build", "b", "--boot-timeout", "9"),
         ]
     )
     passed = [a.split("=", 1)[0] for a in pytest_args(args) if a.startswith("--testbed-")]
-    assert len(passed) == 6
+    assert len(passed) == 7
     for name in passed:
         assert name in known, name
     assert set(known["--testbed-accel"]["choices"]) == {"auto", "kvm", "tcg"}
@@ -313,3 +316,49 @@ def test_every_testbed_option_passed_on_is_one_the_plugin_knows() -> None:
 
 def test_run_is_registered_with_its_main() -> None:
     assert parser().parse_args(["run"]).func is run_cmd.main
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "soon", "inf", "nan"])
+def test_boot_timeout_must_be_positive_seconds(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(["run", "--boot-timeout", bad])
+    assert info.value.code == 2
+    assert "--boot-timeout" in capsys.readouterr().err
+
+
+def test_boot_timeout_default_is_the_machines() -> None:
+    from testbed.cli.common import boot_timeout_from
+    from testbed.qemu.machine import BOOT_TIMEOUT
+
+    assert boot_timeout_from(parser().parse_args(["boot"])) == BOOT_TIMEOUT
+    assert boot_timeout_from(parser().parse_args(["boot", "--boot-timeout", "7"])) == 7.0
+
+
+# ---- interrupted runs ------------------------------------------------------------------------
+
+
+def test_a_test_stopped_after_its_setup_is_interrupted_not_passed() -> None:
+    c = Collector()
+    c.pytest_runtest_logstart(NODE, ("f", 1, "t"))
+    feed(c, NODE, ("setup", "passed", 0.5))  # the call never reported: the signal came
+    c.interrupted()
+    assert c.rows[NODE].result == "interrupted"
+    assert "(1 interrupted)" in table(list(c.rows.values()))
+
+
+def test_a_test_stopped_before_any_report_still_gets_a_row() -> None:
+    c = Collector()
+    c.pytest_runtest_logstart(NODE, ("f", 1, "t"))
+    c.interrupted()
+    assert c.rows[NODE].result == "interrupted"
+
+
+def test_finished_tests_are_not_marked_interrupted() -> None:
+    c = Collector()
+    c.pytest_runtest_logstart(NODE, ("f", 1, "t"))
+    feed(c, NODE, ("setup", "passed", 0.1), ("call", "passed", 1.0), ("teardown", "passed", 0.1))
+    c.pytest_runtest_logfinish(NODE, ("f", 1, "t"))
+    c.interrupted()
+    assert c.rows[NODE].result == "passed"

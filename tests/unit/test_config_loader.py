@@ -270,8 +270,9 @@ def test_same_field_spelled_with_hyphen_and_underscore_is_a_duplicate() -> None:
 
 def test_duplicate_device_ids_rejected_at_the_machine() -> None:
     err = load_error(MachineSpec, "duplicate_device_id.yaml")
-    assert_located(err, "duplicate_device_id.yaml", 1, None)
-    assert "'gpu0' is used twice" in str(err)
+    # the second entry's line, not the document's first line
+    assert_located(err, "duplicate_device_id.yaml", 5, "devices[1]")
+    assert "'gpu0' is used twice (first by devices[0])" in str(err)
 
 
 # --- missing required keys -----------------------------------------------------------------
@@ -477,3 +478,101 @@ def test_size_human(value: int, text: str) -> None:
 @pytest.mark.parametrize("text", ["4100", "64K", "64M", "1G", "3M", "1536M", "2T", "7"])
 def test_size_human_round_trips(text: str) -> None:
     assert Size.parse(text).human() == text
+
+
+# --- option injection and reserved properties (issue 7, section 3) ----------------------------
+
+
+def device_yaml(extra: str) -> str:
+    return 'name: d\ndescription: x\nqemu-driver: edu\npci-id: "1234:11e8"\n' + extra
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "key", "words"),
+    [
+        ("properties:\n  a: 1\n  x,romfile: /etc/shadow\n", 7, "properties.x,romfile",
+         "must be a QEMU property name"),
+        ("properties:\n  x=1: y\n", 6, "properties.x=1", "must be a QEMU property name"),
+        ("properties:\n  'has space': y\n", 6, "properties.has space", "QEMU property name"),
+        ("properties:\n  dma_mask: 'a,b'\n", 6, "properties.dma_mask", "must not contain ','"),
+        ("properties:\n  dma_mask: 'a b'\n", 6, "properties.dma_mask", "whitespace"),
+        ("properties:\n  dma_mask: \"a\\nb\"\n", 6, "properties.dma_mask", "whitespace"),
+        ("properties:\n  romfile: /etc/shadow\n", 6, "properties.romfile", "is reserved"),
+        ("properties:\n  id: other\n", 6, "properties.id", "is reserved"),
+        ("properties:\n  bus: pcie.0\n", 6, "properties.bus", "is reserved"),
+        ("properties:\n  memdev: m\n", 6, "properties.memdev", "is reserved"),
+        ("properties:\n  addr: '0x3'\n", 6, "properties.addr", "is reserved"),
+        ("properties:\n  chassis: 9\n", 6, "properties.chassis", "is reserved"),
+    ],
+)  # fmt: skip
+def test_device_type_properties_cannot_inject_options(
+    extra: str, line: int, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_dataclass_text(DeviceType, device_yaml(extra), "dev.yaml")
+    assert info.value.line == line, str(info.value)
+    assert str(info.value).startswith(f"dev.yaml:{line}: {key}: "), str(info.value)
+    assert words in str(info.value)
+
+
+def test_romfile_may_only_be_switched_off() -> None:
+    dtype = load_dataclass_text(DeviceType, device_yaml("properties:\n  romfile: ''\n"))
+    assert dtype.properties == {"romfile": ""}
+
+
+def test_qemu_driver_cannot_inject_options() -> None:
+    text = 'name: d\ndescription: x\nqemu-driver: "edu,romfile=/etc/shadow"\npci-id: "1234:11e8"\n'
+    with pytest.raises(ConfigError) as info:
+        load_dataclass_text(DeviceType, text, "dev.yaml")
+    assert str(info.value).startswith("dev.yaml:3: qemu-driver: "), str(info.value)
+
+
+def test_instance_properties_are_checked_like_type_properties() -> None:
+    text = "name: m\ndevices:\n  - id: a\n    type: t\n    properties:\n      bus: x\n"
+    with pytest.raises(ConfigError) as info:
+        load_dataclass_text(MachineSpec, text, "m.yaml")
+    assert str(info.value).startswith("m.yaml:6: devices[0].properties.bus: "), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("name: 'm,debug-threads=off'\n", 1, "name"),
+        ("name: 'has space'\n", 1, "name"),
+        ("name: m\ncpu-model: 'max -S'\n", 2, "cpu-model"),
+        ("name: m\nkernel-args:\n  - quiet\n  - 'init=/bin/sh panic=0'\n", 4, "kernel-args[1]"),
+    ],
+)
+def test_machine_names_cpu_model_and_kernel_args_are_checked(
+    text: str, line: int, key: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_dataclass_text(MachineSpec, text, "m.yaml")
+    assert str(info.value).startswith(f"m.yaml:{line}: {key}: "), str(info.value)
+
+
+def test_cpu_model_may_carry_features() -> None:
+    spec = load_dataclass_text(MachineSpec, "name: m\ncpu-model: max,-la57\n")
+    assert spec.cpu_model == "max,-la57"
+
+
+# --- BAR sizes bounded by q35's 64-bit PCI window -------------------------------------------
+
+
+def test_a_1t_bar_is_rejected_with_its_line() -> None:
+    text = "name: m\ndevices:\n  - id: a\n    type: t\n    bar-size: 1T\n"
+    with pytest.raises(ConfigError) as info:
+        load_dataclass_text(MachineSpec, text, "m.yaml")
+    assert str(info.value).startswith("m.yaml:5: devices[0].bar-size: "), str(info.value)
+    assert "64-bit PCI window (32G" in str(info.value)
+
+
+def test_a_1t_backing_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="64-bit PCI window") as info:
+        load_dataclass_text(DeviceType, device_yaml("backing:\n  size: 1T\n"), "dev.yaml")
+    assert info.value.line == 5
+
+
+def test_a_16g_bar_is_the_largest_allowed() -> None:
+    text = "name: m\ndevices:\n  - id: a\n    type: t\n    bar-size: 16G\n"
+    assert load_dataclass_text(MachineSpec, text).devices[0].bar_size == 16 << 30

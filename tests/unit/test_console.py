@@ -191,6 +191,58 @@ def test_rcu_self_detected_stall_keeps_the_irq_and_task_stacks() -> None:
     )
 
 
+def test_p2p_driver_warnings_are_one_line_findings_of_their_own() -> None:
+    assert_findings(
+        "p2p-warnings.log",
+        [
+            Expect(
+                Problem.P2P_WARNING,
+                22,
+                7.806808,
+                "p2p_exporter: P2P-WARN: 0000:01:00.0: "
+                "object 1 freed while 0000:02:00.0 still had it mapped",
+                22,
+                22,
+            ),
+            Expect(
+                Problem.P2P_WARNING,
+                24,
+                21.173489,
+                "p2p_exporter: P2P-WARN: 0000:01:00.0: evict timed out: importer 0000:02:00.0",
+                24,
+                24,
+            ),
+        ],
+    )
+    # the drivers' ordinary event lines around them are not findings
+    assert (
+        sum(
+            "p2p_exporter 0000:01:00.0: unmap" in line
+            for line in (DATA / "p2p-warnings.log").read_text().splitlines()
+        )
+        == 3
+    )
+
+
+def test_p2p_warnings_from_the_importer_and_the_ratelimited_form() -> None:
+    lines = [
+        "[   9.000001] p2p_importer: P2P-WARN: 0000:02:00.0: p2p_unmap of MR 3 failed: -2",
+        "[   9.000002] p2p_exporter: P2P-WARN: p2p_unmap by 0000:02:00.0 of [7f00-7f10) that "
+        "it has not mapped",
+        "[   9.000003] p2p_exporter: 2 callbacks suppressed",
+        "P2P-WARN: a userspace echo is not a finding",
+        "[   9.000004] some_module: mentions P2P-WARN: in the middle, not a finding",
+    ]
+    got = scan(lines)
+    assert [(f.problem, f.line_no) for f in got] == [
+        (Problem.P2P_WARNING, 1),
+        (Problem.P2P_WARNING, 2),
+    ]
+    with pytest.raises(GuestUnhealthy, match="P2P driver warning"):
+        raise_for_problems(HealthReport(tuple(got)))
+    raise_for_problems(HealthReport(tuple(got)), allow=[Problem.P2P_WARNING])
+
+
 def test_every_problem_kind_is_covered_by_a_log() -> None:
     seen = {f.problem for path in DATA.glob("*.log") for f in check(path).findings}
     assert seen == set(Problem)

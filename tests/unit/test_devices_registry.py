@@ -229,3 +229,17 @@ def test_machine_types_are_only_those_used(tmp_path: Path) -> None:
     root = make_registry(tmp_path)
     write(root / "machines" / "solo.yaml", "name: solo\ndevices:\n  - id: a0\n    type: alpha\n")
     assert set(registry.load_machine("solo", root).types) == {"alpha"}
+
+
+def test_bars_that_add_up_beyond_the_64bit_window_point_at_the_device(tmp_path: Path) -> None:
+    root = make_registry(tmp_path)
+    write(
+        root / "machines" / "wide.yaml",
+        "name: wide\ndevices:\n  - id: b0\n    type: beta\n    bar-size: 8G\n"
+        "  - id: b1\n    type: beta\n    bar-size: 8G\n"
+        "  - id: b2\n    type: beta\n    bar-size: 1G\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        registry.load_machine("wide", root)
+    assert info.value.line == 9, str(info.value)
+    assert "add up to 17G" in str(info.value)

@@ -78,3 +78,99 @@ def test_no_qemu_or_files_left_when_orchestrator_stops(
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# --- nothing exists unknown to the reaper, even for a moment ---------------------------------
+
+GATE_CHILD = r"""
+import os, signal, sys
+from pathlib import Path
+from testbed.qemu import process
+
+# The orchestrator dies at the worst moment: right as it registers QEMU with the reaper.
+def die(pgid):
+    print("SPAWNED", pgid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+process.Reaper.get().kill_on_exit = die
+argv = [process.find_qemu(), "-machine", "none", "-nodefaults", "-display", "none"]
+process.QemuProcess([*argv, "-name", sys.argv[1]], Path(sys.argv[2]))
+print("NOT REACHED", flush=True)
+"""
+
+
+def _qemu_named(name: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if name.encode() in argv and b"qemu" in argv[0]:
+                found.append(int(proc.name))
+    return found
+
+
+def test_qemu_never_runs_before_the_reaper_knows_its_group(tmp_path: Path) -> None:
+    """Killed between spawning QEMU and registering it, the orchestrator leaves no QEMU:
+    the process does not become QEMU until the registration is done."""
+    name = f"gate-test-{os.getpid()}"
+    child = subprocess.run(
+        [sys.executable, "-c", GATE_CHILD, name, str(tmp_path / "stderr.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert "SPAWNED" in child.stdout
+    pgid = int(child.stdout.split()[1])
+    try:
+        # give a QEMU that slipped through every chance to show up, then require none
+        wait_for(
+            lambda: not _alive(pgid),
+            Deadline(10, "the gate to exit"),
+            doing=f"process {pgid} to exit without running QEMU",
+        )
+        assert not _qemu_named(name), "QEMU ran although the orchestrator never registered it"
+    finally:
+        for pid in _qemu_named(name):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigkill_during_boot_leaves_no_temporary_folder(
+    tmp_path: Path, testbed_settings: Settings
+) -> None:
+    """``testbed boot`` killed outright while QEMU boots: its /tmp/p2p-testbed-boot-* and
+    private folders go too (TMPDIR points the child's temporary folders here)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    testbed = str(Path(sys.executable).parent / "testbed")
+    accel = ["--accel", testbed_settings.accel.value] if testbed_settings.accel else []
+    child = subprocess.Popen(
+        [testbed, "boot", "--no-p2p", *accel],
+        env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: bool(list(tmp.glob("p2p-testbed-boot-*/console.log"))),
+            Deadline(120, "the boot to start QEMU"),
+            doing="waiting for the guest's console log",
+        )
+        assert child.poll() is None, "testbed boot ended early"
+        folders = sorted(p.name for p in tmp.iterdir())
+        assert any(f.startswith("p2p-testbed-boot-") for f in folders), folders
+        child.kill()
+        child.wait(timeout=30)
+        wait_for(
+            lambda: not any(tmp.iterdir()),
+            Deadline(15, "the reaper to clean up"),
+            doing=f"{tmp} to be emptied (left: {sorted(p.name for p in tmp.iterdir())})",
+        )
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

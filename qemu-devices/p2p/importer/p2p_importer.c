@@ -28,6 +28,8 @@
  * under mr->lock.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+/* A contract breach seen by this driver; see P2P_WARN_PREFIX in p2p_exporter.c. */
+#define P2P_WARN_PREFIX	"P2P-WARN: "
 
 #include <linux/debugfs.h>
 #include <linux/delay.h>
@@ -214,7 +216,7 @@ static void mr_unmap_locked(struct p2p_mr *mr)
 	ret = p2p_vma_unmap(mr->vma, &imp->pdev->dev, mr->start,
 			    mr->start + mr->len, mr->pa);
 	if (ret)
-		pr_warn_ratelimited("%s: p2p_unmap of MR %u failed: %ld\n",
+		pr_warn_ratelimited(P2P_WARN_PREFIX "%s: p2p_unmap of MR %u failed: %ld\n",
 				    imp->bdf, mr->id, ret);
 	mr->mapped = false;
 	mr->valid = false;

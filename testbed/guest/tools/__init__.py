@@ -10,6 +10,7 @@ static glibc binary would add ~0.8 MB per tool to the image the guest unpacks at
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -47,18 +48,21 @@ def build_tool(source: Path, *, include_dirs: tuple[Path, ...] = (), cc: str = "
     binary = out_dir / source.stem
     if binary.is_file():
         return binary
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".cc-")
-    os.close(fd)
-    argv = [cc, *flags]
-    argv += [f"-I{inc}" for inc in include_dirs]
-    argv += ["-o", tmp, str(source)]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
-    if proc.returncode != 0:
-        Path(tmp).unlink(missing_ok=True)
-        raise ImageError(f"building guest tool {source} failed:\n{proc.stderr.strip()}")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, binary)
+    with paths.cache_writes(out_dir, f"the guest tool {source.stem}"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".cc-")
+        os.close(fd)
+        argv = [cc, *flags]
+        argv += [f"-I{inc}" for inc in include_dirs]
+        argv += ["-o", tmp, str(source)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+        if proc.returncode != 0:
+            Path(tmp).unlink(missing_ok=True)
+            if "No space left on device" in proc.stderr:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir))
+            raise ImageError(f"building guest tool {source} failed:\n{proc.stderr.strip()}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, binary)
     return binary
 
 
