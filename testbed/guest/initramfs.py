@@ -97,11 +97,13 @@ def resolve_modules(modules_dir: Path, names: Iterable[str]) -> list[str]:
         lines = dep_file.read_text().splitlines()
     except FileNotFoundError as exc:
         raise ImageError(f"{dep_file}: missing; run depmod for this kernel") from exc
-    deps: dict[str, tuple[str, list[str]]] = {}
+    # name -> (path, its dependencies' paths, unparsed): a distribution kernel lists thousands
+    # of modules, and this runs before every boot, so only the visited entries are split.
+    deps: dict[str, tuple[str, str]] = {}
     for line in lines:
         target, sep, rest = line.partition(":")
         if sep:
-            deps[_module_name(target)] = (target, [_module_name(d) for d in rest.split()])
+            deps[_module_name(target)] = (target, rest)
     builtin_file = modules_dir / "modules.builtin"
     builtin = (
         {_module_name(x) for x in builtin_file.read_text().split()}
@@ -125,8 +127,8 @@ def resolve_modules(modules_dir: Path, names: Iterable[str]) -> list[str]:
             )
         done.add(name)
         path, needs = deps[name]
-        for need in needs:
-            visit(need, (*chain, name))
+        for need in needs.split():
+            visit(_module_name(need), (*chain, name))
         order.append(path)
 
     for name in names:
@@ -234,6 +236,8 @@ class _Stripped:
         return f"strip-debug:{file_digest(self.path)}"
 
     def read(self) -> bytes:
+        if not _is_elf(self.path):  # not a module at all: the guest's insmod says so, clearly
+            return self.path.read_bytes()
         with tempfile.TemporaryDirectory(prefix="p2p-testbed-strip-") as tmp:
             out = Path(tmp) / self.path.name
             try:

@@ -403,3 +403,10 @@ def test_out_of_tree_modules_go_in_without_debug_sections(tmp_path: Path) -> Non
     assert b"p2p_answer" in shipped, "the symbol table stays (modules need it)"
     assert len(shipped) < ko.stat().st_size
     assert b".debug_info" in ko.read_bytes(), "the host's copy is untouched"
+
+
+def test_a_file_that_is_no_elf_goes_in_as_it_is(tmp_path: Path) -> None:
+    """Nothing to strip: the guest's insmod then reports the bad module at boot."""
+    bogus = tmp_path / "bogus.ko"
+    bogus.write_bytes(b"not an ELF module\n")
+    assert initramfs._Stripped(bogus).read() == b"not an ELF module\n"
