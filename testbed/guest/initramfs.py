@@ -252,18 +252,8 @@ class _Stripped:
                 raise DependencyError(
                     "strip not found; install it with 'apt-get install binutils'"
                 ) from exc
-            except subprocess.TimeoutExpired as exc:
-                raise ImageError(f"strip --strip-debug {self.path} took over 60 s") from exc
-            except subprocess.CalledProcessError as exc:
-                # Not an object strip understands: ship it as it is, so that the guest's
-                # insmod rejects it and the boot fails naming the module (what a user who
-                # passed a broken .ko needs to see), not the image build.
-                log.warning(
-                    "%s: strip failed (%s); shipping it unstripped",
-                    self.path,
-                    exc.stderr.strip() or exc,
-                )
-                return self.path.read_bytes()
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                raise ImageError(f"strip --strip-debug {self.path} failed: {exc}") from exc
             return out.read_bytes()
 
 
