@@ -22,9 +22,14 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "deny_importer": "(null)",  # charp, unset
         "unplug_wait_ms": "5000",
         "evict_wait_ms": "2000",
+        "plant_race_ms": "0",  # testing only: the race `testbed campaign` must find
     },
     "p2p_importer": {"lazy_unmap": "N", "dma_timeout_ms": "5000", "use_irq": "Y"},
 }
+
+#: Read-only parameters that describe the build rather than set behaviour: ``path`` is
+#: ``vm_ops`` or ``compat``, whichever the compile probe chose for this kernel.
+DESCRIPTIVE: dict[str, tuple[str, ...]] = {"p2p_exporter": ("path",), "p2p_importer": ("path",)}
 
 #: Parameters that exist only on some kernels: ``use_p2pdma_distance`` needs
 #: ``CONFIG_PCI_P2PDMA`` (Debian's stock kernel has none).
@@ -64,6 +69,8 @@ def differences(actual: dict[str, dict[str, str]]) -> list[str]:
     out = []
     for module in MODULES:
         got = dict(actual.get(module, {}))
+        for name in DESCRIPTIVE.get(module, ()):
+            got.pop(name, None)
         for name, value in OPTIONAL.get(module, {}).items():
             if got.get(name, value) != value:
                 out.append(f"{module}.{name} = {got[name]!r}, documented default {value!r}")

@@ -46,13 +46,17 @@ class AppProcess:
         self.shell = shell
         self.app = app
         stem = f"/tmp/scn-{app.name}"
+        self.err = f"{stem}.err"
         self.out, self.rc, self.pidfile, self.go_file = (
             f"{stem}.jsonl",
             f"{stem}.rc",
             f"{stem}.pid",
             f"{stem}.go",
         )
-        argv = [P2PCTL]
+        # -k: a step that fails (a DMA refused after an unplug, say) is a result the scenario
+        # judges, not the end of the app; stderr (p2pctl names such steps there) stays apart
+        # from the JSON lines.
+        argv = [P2PCTL, "-k"]
         if app.exporter:
             argv += ["-x", app.exporter]
         if app.importer:
@@ -64,10 +68,10 @@ class AppProcess:
         self.final: ctl.Run | None = None
 
     def start(self, deadline: Deadline) -> None:
-        files = f"{self.out} {self.rc} {self.pidfile} {self.go_file}"
+        files = f"{self.out} {self.err} {self.rc} {self.pidfile} {self.go_file}"
         self.shell.run_check(
             f"rm -f {files}; : > {self.out}; "
-            f"( {self.command} > {self.out} 2>&1 < /dev/null & echo $! > {self.pidfile}; "
+            f"( {self.command} > {self.out} 2> {self.err} < /dev/null & echo $! > {self.pidfile}; "
             f"wait $!; echo $? > {self.rc}.tmp && mv {self.rc}.tmp {self.rc} ) "
             "> /dev/null 2>&1 < /dev/null &"
         )

@@ -16,10 +16,13 @@ README = paths.PROJECT_ROOT / "qemu-devices" / "p2p" / "README.md"
 STOCK = """p2p_exporter allow_p2p Y
 p2p_exporter deny_importer (null)
 p2p_exporter evict_wait_ms 2000
+p2p_exporter path compat
+p2p_exporter plant_race_ms 0
 p2p_exporter refuse_pin Y
 p2p_exporter unplug_wait_ms 5000
 p2p_importer dma_timeout_ms 5000
 p2p_importer lazy_unmap N
+p2p_importer path compat
 p2p_importer use_irq Y
 """
 
@@ -30,6 +33,8 @@ def test_a_stock_guest_is_at_the_defaults() -> None:
     assert params.differences(parsed) == []
     with_p2pdma = params.parse(STOCK + "p2p_exporter use_p2pdma_distance Y\n")
     assert params.differences(with_p2pdma) == []
+    # ``path`` says how the drivers were built, whichever it is
+    assert params.differences(params.parse(STOCK.replace("compat", "vm_ops"))) == []
 
 
 @pytest.mark.parametrize(
