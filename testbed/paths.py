@@ -20,8 +20,9 @@ def devices_dir() -> Path:
 
 
 def kernel_config_dir() -> Path:
-    """``guest-kernel-config/``: config fragments and patch series."""
-    return PROJECT_ROOT / "guest-kernel-config"
+    """``guest-kernel-config/``: config fragments, patch series and named kernels
+    (``TESTBED_KERNEL_CONFIG_DIR`` overrides it, for tests)."""
+    return Path(os.environ.get("TESTBED_KERNEL_CONFIG_DIR", PROJECT_ROOT / "guest-kernel-config"))
 
 
 def cache_dir() -> Path:

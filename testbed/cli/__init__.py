@@ -1,4 +1,4 @@
-"""The ``testbed`` command: ``boot``, ``doctor``, ``bench``, ``run``.
+"""The ``testbed`` command: ``boot``, ``doctor``, ``bench``, ``run``, ``kernel``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``main(args) -> int``; errors from the testbed's tree end the command with their message and
@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from testbed.cli import bench, boot, doctor, run
+from testbed.cli import bench, boot, doctor, kernel, run
 from testbed.errors import TestbedError
 from testbed.log import setup_cli_logging
 
 log = logging.getLogger("testbed")
 
-COMMANDS = (run, boot, doctor, bench)
+COMMANDS = (run, boot, doctor, bench, kernel)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ from typing import Any
 from testbed import paths
 from testbed.errors import TestbedError
 from testbed.guest.initramfs import BUSYBOX, DROPBEAR
-from testbed.kernel import stock
+from testbed.kernel import build as kbuild
+from testbed.kernel import source, stock
 from testbed.qemu import accel
 
 REQUIRED_QEMU_DEVICES = ("ivshmem-plain", "edu", "pcie-root-port", "pvpanic-pci", "virtio-net-pci")
@@ -75,6 +76,9 @@ def checks(probe_kvm: bool) -> list[Check]:
         _tool("apt-get", None, "apt", None),
         _tool("dpkg-deb", None, "dpkg", None),
         _tool("depmod", None, "kmod", None),
+        _tool("ccache", None, "ccache", None),
+        _tool("patch", None, "patch", None),
+        _kernel_source(),
     ]
     qemu = shutil.which("qemu-system-x86_64")
     if qemu:
@@ -111,8 +115,25 @@ def checks(probe_kvm: bool) -> list[Check]:
             else "none cached (fetched on first use)",
         )
     )
+    built = kbuild.built()
+    out.append(
+        Check(
+            "built kernels",
+            True,
+            "; ".join(k.describe() for k in built)
+            if built
+            else "none yet ('testbed kernel build NAME', or --kernel NAME builds on first use)",
+        )
+    )
     out.append(Check("cache", True, f"{paths.cache_dir()} ({_size(paths.cache_dir())})"))
     return out
+
+
+def _kernel_source() -> Check:
+    try:
+        return Check("kernel source", True, str(source.newest_debian_source()))
+    except TestbedError as exc:
+        return Check("kernel source", False, str(exc), "apt-get install linux-source-6.12")
 
 
 def _probe(qemu: str) -> Check:

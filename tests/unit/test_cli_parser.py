@@ -64,7 +64,7 @@ def test_boot_options() -> None:
     assert args.run_dir == Path("/tmp/r")
     assert args.accel == "kvm"
     assert (args.kernel, args.modules, args.build) == (
-        Path("/k/bzImage"),
+        "/k/bzImage",
         Path("/k/mods"),
         Path("/k/build"),
     )
