@@ -92,7 +92,7 @@ def main_build(args: argparse.Namespace) -> int:
 _TOUCHED = "drivers/pci/p2pdma.c"
 
 
-def _bench_patch(stamp: str) -> bytes:
+def bench_patch(stamp: str) -> bytes:
     """A one-line patch adding a global to ``drivers/pci/p2pdma.c`` (code, not a comment, so
     ccache cannot serve it): the stand-in for "one patch of the series changed"."""
     return (
@@ -109,8 +109,8 @@ def _bench_patch(stamp: str) -> bytes:
     ).encode()
 
 
-def _with_bench_patch(request: kbuild.Request, folder: Path, stamp: str) -> kbuild.Request:
-    data = _bench_patch(stamp)
+def with_bench_patch(request: kbuild.Request, folder: Path, stamp: str) -> kbuild.Request:
+    data = bench_patch(stamp)
     (folder / "9999-testbed-bench.patch").write_bytes(data)
     patch = kseries.Patch(
         "9999-testbed-bench.patch", folder / "9999-testbed-bench.patch", 1, data, 0
@@ -162,11 +162,9 @@ def main_bench(args: argparse.Namespace) -> int:
             figures["noop_s"] = round(_timed_cli_build(spec.name, dict(os.environ)), 2)
             folder = Path(tmp) / "series"
             folder.mkdir()
-            kbuild.build(_with_bench_patch(request, folder, "one"), jobs=args.jobs)
+            kbuild.build(with_bench_patch(request, folder, "one"), jobs=args.jobs)
             t0 = time.monotonic()
-            kbuild.build(
-                _with_bench_patch(request, folder, f"two-{time.time_ns()}"), jobs=args.jobs
-            )
+            kbuild.build(with_bench_patch(request, folder, f"two-{time.time_ns()}"), jobs=args.jobs)
             figures["one_patch_changed_s"] = round(time.monotonic() - t0, 1)
             # leave the work tree as the named kernel wants it (drop the bench patch)
             kbuild.build(request, jobs=args.jobs)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from testbed import paths
+from testbed.cli.kernel import with_bench_patch
 from testbed.config.kernels import find_kernel_spec
 from testbed.kernel import build as kbuild
 from testbed.kernel import kconfig
@@ -44,3 +46,20 @@ def test_the_kbuild_tree_builds_the_p2p_drivers() -> None:
     kernel = kbuild.build(kbuild.request_for(spec))
     built = payload(kernel).build
     assert {m.name for m in built.modules} == {"p2p_exporter.ko", "p2p_importer.ko"}
+
+
+def test_a_changed_patch_rebuilds_only_what_it_touches(tmp_path: Path) -> None:
+    """base + a one-line patch, then the same patch changed: the second build recompiles
+    drivers/pci/p2pdma.c in the same O= tree, not the kernel (ccache aside)."""
+    spec = find_kernel_spec(paths.kernel_config_dir() / "kernels", "base")
+    base = kbuild.request_for(spec)
+    first = kbuild.build(with_bench_patch(base, tmp_path, "first"))
+    second = kbuild.build(with_bench_patch(base, tmp_path, "second"))
+    assert first.image != second.image and first.release == second.release
+    log = (second.image.parent / "build.log").read_text()
+    compiled = [line.split()[-1] for line in log.splitlines() if line.startswith("  CC ")]
+    assert any(c.endswith("drivers/pci/p2pdma.o") for c in compiled), compiled
+    assert len(compiled) < 30, f"an incremental build compiled {len(compiled)} files"
+    patches = (second.image.parent / "patches.txt").read_text()
+    assert patches.startswith("9999-testbed-bench.patch sha256:")
+    kbuild.build(base)  # leave the shared work tree as base wants it

@@ -70,7 +70,7 @@ def test_kernel_command_options() -> None:
 def test_bench_patch_is_a_valid_one_line_change() -> None:
     from testbed.kernel.series import touched_files
 
-    text = kernel_cli._bench_patch("x").decode()
+    text = kernel_cli.bench_patch("x").decode()
     assert touched_files(text) == ("drivers/pci/p2pdma.c",)
     assert (
         sum(1 for line in text.splitlines() if line.startswith("+") and not line.startswith("+++"))
