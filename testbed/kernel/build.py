@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -511,7 +510,3 @@ def _count_steps(log_file: Path) -> int:
             if raw.startswith(b"  ") and raw[2:10].strip().isupper():
                 n += 1
     return n
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()
