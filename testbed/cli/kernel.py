@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -162,12 +163,18 @@ def main_bench(args: argparse.Namespace) -> int:
             figures["noop_s"] = round(_timed_cli_build(spec.name, dict(os.environ)), 2)
             folder = Path(tmp) / "series"
             folder.mkdir()
-            kbuild.build(with_bench_patch(request, folder, "one"), jobs=args.jobs)
+            # a patch added (not timed), then that patch changed (timed); the stamps are new
+            # each run, so neither build can come from the cache or from ccache
+            stamp = str(time.time_ns())
+            one = with_bench_patch(request, folder, f"one-{stamp}")
+            two = with_bench_patch(request, folder, f"two-{stamp}")
+            kbuild.build(one, jobs=args.jobs)
             t0 = time.monotonic()
-            kbuild.build(with_bench_patch(request, folder, f"two-{time.time_ns()}"), jobs=args.jobs)
+            kbuild.build(two, jobs=args.jobs)
             figures["one_patch_changed_s"] = round(time.monotonic() - t0, 1)
-            # leave the work tree as the named kernel wants it (drop the bench patch)
-            kbuild.build(request, jobs=args.jobs)
+            for bench_request in (one, two):  # throw-away entries: do not let them pile up
+                shutil.rmtree(kbuild.entry_dir(bench_request), ignore_errors=True)
+            # the work tree keeps the bench patch until the next build syncs it away
         finally:
             if saved is None:
                 os.environ.pop("XDG_CACHE_HOME", None)
