@@ -395,6 +395,7 @@ def _build_locked(request: Request, work: Path, jobs: int, progress: Progress) -
     entries = cache / "kernels"
     entries.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{request.key()}-", dir=entries))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
     work.mkdir(parents=True, exist_ok=True)
     log_file = work / "build.log"  # outside the entry: kept when the build fails
     log_file.write_bytes(b"")

@@ -11,7 +11,7 @@ import pytest
 from testbed.cli import main
 from testbed.kernel import build as kbuild
 
-#: drivers/pci/p2pdma.c lines 11-13 in 6.12, with the middle one changed: does not apply
+#: drivers/pci/p2pdma.c lines 11-14 in 6.12, with line 12 changed: does not apply
 STALE_PATCH = """\
 From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
 Subject: [PATCH] written for some other kernel
@@ -20,11 +20,12 @@ Subject: [PATCH] written for some other kernel
 diff --git a/drivers/pci/p2pdma.c b/drivers/pci/p2pdma.c
 --- a/drivers/pci/p2pdma.c
 +++ b/drivers/pci/p2pdma.c
-@@ -11,3 +11,4 @@
+@@ -11,4 +11,5 @@
  #define pr_fmt(fmt) "pci-p2pdma: " fmt
  #include <linux/kernel.h>
 +#include <linux/testbed-never.h>
  #include <linux/dma-map-ops.h>
+ #include <linux/pci-p2pdma.h>
 """
 
 #: applies to 6.12, and does not compile
@@ -34,11 +35,12 @@ Subject: [PATCH] does not compile
 diff --git a/drivers/pci/p2pdma.c b/drivers/pci/p2pdma.c
 --- a/drivers/pci/p2pdma.c
 +++ b/drivers/pci/p2pdma.c
-@@ -11,3 +11,4 @@
+@@ -11,4 +11,5 @@
  #define pr_fmt(fmt) "pci-p2pdma: " fmt
  #include <linux/ctype.h>
 +static int testbed_broken = undeclared_on_purpose;
  #include <linux/dma-map-ops.h>
+ #include <linux/pci-p2pdma.h>
 """
 
 
