@@ -18,10 +18,13 @@ cd "$here"
 #   cpio kmod         initramfs inspection; depmod for the cached stock kernel
 #   gcc make libc6-dev   guest modules and static guest helpers
 #   linux-headers-cloud-amd64   build dependencies of the default kernel's headers
+#   linux-source-6.12   the source `testbed kernel build` builds guest kernels from (/usr/src)
+#   ccache patch      kernel rebuilds from the compiler cache; applying the patch series
 #   python3-venv      the virtualenv below
 PACKAGES="qemu-system-x86 qemu-utils busybox-static dropbear-bin openssh-client
 cpio kmod gcc make libc6-dev bc flex bison libelf-dev libssl-dev
-linux-headers-cloud-amd64 python3-venv python3-pip ca-certificates"
+linux-headers-cloud-amd64 linux-source-6.12 ccache patch python3-venv python3-pip
+ca-certificates"
 
 if [ "${TESTBED_SKIP_APT:-0}" != 1 ]; then
     SUDO=

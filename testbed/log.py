@@ -15,6 +15,12 @@ LOGGER = logging.getLogger("testbed")
 class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The command line's stderr handler (a class of its own, so it is installed once)."""
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # whatever sys.stderr is now: main() may run many times in one process (tests), each
+        # time under a different capture, and the stream of the first would be closed
+        self.stream = sys.stderr
+        super().emit(record)
+
 
 def setup_cli_logging(verbose: bool = False) -> None:
     LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -40,8 +40,9 @@ def devices_dir() -> Path:
 
 
 def kernel_config_dir() -> Path:
-    """``guest-kernel-config/``: config fragments and patch series."""
-    return data_root() / "guest-kernel-config"
+    """``guest-kernel-config/``: config fragments, patch series and named kernels
+    (``TESTBED_KERNEL_CONFIG_DIR`` overrides it, for tests)."""
+    return Path(os.environ.get("TESTBED_KERNEL_CONFIG_DIR", data_root() / "guest-kernel-config"))
 
 
 def scenarios_dir() -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from testbed import paths
+from testbed.config.kernels import kernel_names
 from testbed.config.schema import Accel
 from testbed.kernel import kernel_under_test
 from testbed.kernel.image import Kernel
@@ -12,12 +14,13 @@ from testbed.kernel.image import Kernel
 
 def add_kernel_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kernel and accelerator")
+    names = "|".join(["stock", *kernel_names(paths.kernel_config_dir() / "kernels")])
     g.add_argument(
         "--kernel",
-        metavar="BZIMAGE|DIR",
-        type=Path,
-        help="kernel image, or a built kernel tree (e.g. '.' in linux/ after make; its modules "
-        "are installed into the cache); default: Debian's stock kernel",
+        metavar="KERNEL",
+        help=f"{names}, a bzImage PATH, or a built kernel tree DIR (e.g. '.' in linux/ after "
+        "make; its modules are installed into the cache); default: stock, Debian's kernel. A "
+        "named kernel not built yet is built first (see 'testbed kernel build')",
     )
     g.add_argument("--modules", metavar="DIR", type=Path, help="lib/modules/<release> of --kernel")
     g.add_argument("--build", metavar="DIR", type=Path, help="kbuild tree of --kernel")

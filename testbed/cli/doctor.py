@@ -63,6 +63,7 @@ def _tool(name: str, path: str | None, package: str, version_args: list[str] | N
 
 def checks(probe_kvm: bool) -> list[Check]:
     from testbed.guest.initramfs import BUSYBOX, DROPBEAR
+    from testbed.kernel import build as kbuild
     from testbed.kernel import stock
     from testbed.qemu import accel
 
@@ -76,6 +77,9 @@ def checks(probe_kvm: bool) -> list[Check]:
         _tool("apt-get", None, "apt", None),
         _tool("dpkg-deb", None, "dpkg", None),
         _tool("depmod", None, "kmod", None),
+        _tool("ccache", None, "ccache", None),
+        _tool("patch", None, "patch", None),
+        _kernel_source(),
     ]
     qemu = shutil.which("qemu-system-x86_64")
     if qemu:
@@ -112,8 +116,27 @@ def checks(probe_kvm: bool) -> list[Check]:
             else "none cached (fetched on first use)",
         )
     )
+    built = kbuild.built()
+    out.append(
+        Check(
+            "built kernels",
+            True,
+            "; ".join(k.describe() for k in built)
+            if built
+            else "none yet ('testbed kernel build NAME', or --kernel NAME builds on first use)",
+        )
+    )
     out.append(Check("cache", True, f"{paths.cache_dir()} ({_size(paths.cache_dir())})"))
     return out
+
+
+def _kernel_source() -> Check:
+    from testbed.kernel import source
+
+    try:
+        return Check("kernel source", True, str(source.newest_debian_source()))
+    except TestbedError as exc:
+        return Check("kernel source", False, str(exc), "apt-get install linux-source-6.12")
 
 
 def _probe(qemu: str) -> Check:

@@ -2,8 +2,10 @@
 
 It gives tests real machines and keeps what is needed to understand a failure:
 
-- ``--testbed-kernel BZIMAGE`` (with ``--testbed-modules``/``--testbed-build``) picks the kernel
-  under test, the stock Debian kernel by default; ``--testbed-accel`` forces KVM or TCG;
+- ``--testbed-kernel stock|NAME|BZIMAGE`` picks the kernel under test: Debian's stock one
+  (the default), a named kernel from ``guest-kernel-config/kernels/`` (built on first use),
+  or a bzImage (with ``--testbed-modules``/``--testbed-build``); ``--testbed-accel`` forces
+  KVM or TCG;
 - every test gets its own folder under ``--testbed-artifacts`` (``testbed-artifacts/`` by
   default) holding each machine's console log, QMP log, dmesg, command line and kernel
   record; the folder is deleted when the test passes, unless ``--testbed-keep-artifacts``;

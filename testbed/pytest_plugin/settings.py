@@ -15,7 +15,7 @@ from testbed.qemu.machine import BOOT_TIMEOUT
 
 @dataclass(frozen=True)
 class Settings:
-    kernel_image: Path | None  #: None: Debian's stock kernel
+    kernel_image: str | None  #: stock, a kernel name or a bzImage path; None: stock
     kernel_modules: Path | None
     kernel_build: Path | None
     accel: Accel | None  #: None: what each machine's YAML says (``auto`` by default)
@@ -33,10 +33,10 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("testbed", "p2p-testbed guests")
     group.addoption(
         "--testbed-kernel",
-        metavar="BZIMAGE|DIR",
-        type=Path,
-        help="kernel under test: a bzImage or a built kernel tree (default: Debian's stock "
-        "cloud-amd64 kernel, fetched and cached)",
+        metavar="KERNEL",
+        help="kernel under test: stock (Debian's cloud-amd64 kernel, fetched and cached; the "
+        "default), a name from guest-kernel-config/kernels/ (built on first use), a bzImage, or "
+        "a built kernel tree",
     )
     group.addoption(
         "--testbed-modules",
