@@ -13,7 +13,9 @@ It gives tests real machines and keeps what is needed to understand a failure:
   expects one say so.
 
 Fixtures: ``testbed_settings``, ``testbed_kernel``, ``artifact_dir``, ``machine_factory``,
-``vm`` (the default machine, booted).
+``vm`` (the default machine, booted), and for guests with the P2P drivers loaded
+``p2p_payload``, ``p2p_vm`` and ``fresh_p2p_vm`` (:mod:`testbed.pytest_plugin.p2p`).
+docs/plugin.md is the user's guide, with a worked example.
 """
 
 from testbed.pytest_plugin.fixtures import (
@@ -31,16 +33,21 @@ from testbed.pytest_plugin.hooks import (
     pytest_runtest_makereport,
     pytest_terminal_summary,
 )
+from testbed.pytest_plugin.p2p import fresh_p2p_vm, p2p_payload, p2p_vm, shared_p2p_machine
 
 __all__ = [
     "artifact_dir",
+    "fresh_p2p_vm",
     "machine_factory",
+    "p2p_payload",
+    "p2p_vm",
     "pytest_addoption",
     "pytest_configure",
     "pytest_report_header",
     "pytest_runtest_call",
     "pytest_runtest_makereport",
     "pytest_terminal_summary",
+    "shared_p2p_machine",
     "testbed_kernel",
     "testbed_settings",
     "vm",

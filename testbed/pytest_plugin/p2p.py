@@ -1,0 +1,109 @@
+"""P2P fixtures: guests with the P2P drivers (``p2p_exporter``, ``p2p_importer``) and
+``p2pctl`` loaded -- what the reference suite in ``tests/p2p/`` uses, public for users' tests.
+
+- ``p2p_payload`` (session): the drivers and ``p2pctl`` built against the kernel under test
+  (cached by content);
+- ``p2p_vm``: the test module's shared default guest, checked clean before each test and put
+  back to the driver defaults after it -- for tests that leave the devices in place;
+- ``fresh_p2p_vm``: a callable booting a guest of the test's own with the drivers,
+  ``fresh_p2p_vm("native-hotplug")`` -- for tests that unplug a device or break a driver.
+
+Isolation. Before each test the shared guest is checked back to a clean state -- both devices
+bound, no live p2p_map record (counted from the exporter's data in debugfs ``live``, and
+agreeing with its counters), no importer reference held, no MR, no p2pctl process -- and the
+test fails if an earlier one broke that, rather than passing on a dirty guest. Every guest,
+shared or fresh, has its module parameters checked against the documented defaults right after
+boot, before any test touches them (the teardown writes defaults back, which would hide a
+changed default). Its console is checked per test from where the test started.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from testbed.devices.registry import load_machine
+from testbed.guest import pci
+from testbed.kernel.image import Kernel
+from testbed.p2p import debugfs, params
+from testbed.p2p.payload import Payload, payload
+from testbed.pytest_plugin.settings import Settings
+from testbed.pytest_plugin.state import FACTS, folder_name, watch
+from testbed.qemu.machine import Machine
+
+EXPORTER = "1af4:1110"  #: PCI vendor:device of the exporter (the ivshmem "GPU")
+IMPORTER = "1234:11e8"  #: PCI vendor:device of the importer (the edu "NIC")
+
+
+@pytest.fixture(scope="session")
+def p2p_payload(testbed_kernel: Kernel, testbed_settings: Settings) -> Payload:
+    """The drivers and p2pctl, built against the kernel under test (cached)."""
+    return payload(testbed_kernel, testbed_settings.p2p_src)
+
+
+@pytest.fixture(scope="module")
+def shared_p2p_machine(
+    request: pytest.FixtureRequest,
+    testbed_settings: Settings,
+    testbed_kernel: Kernel,
+    p2p_payload: Payload,
+) -> Iterator[Machine]:
+    """The default machine with the P2P drivers, booted once per test module (what ``p2p_vm``
+    hands out); its artifact folder is kept if any of its tests failed."""
+    folder = testbed_settings.artifacts / folder_name(f"{request.module.__name__}-shared-guest")
+    shutil.rmtree(folder, ignore_errors=True)
+    machine = Machine(
+        load_machine("default"),
+        testbed_kernel,
+        folder,
+        accel=testbed_settings.accel,
+        boot_timeout=testbed_settings.boot_timeout,
+        **p2p_payload.machine_kwargs(),
+    )
+    with machine:
+        params.assert_defaults(machine.ssh, "freshly booted shared guest")
+        yield machine
+    facts = request.config.stash[FACTS]
+    if folder in facts.kept or testbed_settings.keep_artifacts:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _assert_clean(vm: Machine) -> None:
+    assert pci.find(vm.ssh, EXPORTER) and pci.find(vm.ssh, IMPORTER), "a device is missing"
+    stray = vm.ssh.run("pidof p2pctl").stdout.strip()
+    assert not stray, f"p2pctl processes left over by an earlier test: {stray}"
+    exporter, importer = debugfs.exporter_stats(vm.ssh), debugfs.importer_stats(vm.ssh)
+    live = debugfs.live(vm.ssh)
+    assert live.idle, f"p2p_map records or importer references left over: {live}"
+    assert not debugfs.balance_problems(live, exporter), debugfs.balance_problems(live, exporter)
+    assert exporter["imports"] == 0, f"live p2p_map records left over: {exporter}"
+    assert exporter["maps"] == exporter["unmaps"], f"maps and unmaps do not balance: {exporter}"
+    assert importer["mrs"] == 0, f"MRs left over: {importer}"
+
+
+@pytest.fixture
+def p2p_vm(request: pytest.FixtureRequest, shared_p2p_machine: Machine) -> Iterator[Machine]:
+    """The module's shared guest, checked clean; restored to defaults afterwards."""
+    vm = shared_p2p_machine
+    watch(request.node, "shared guest", vm, from_now=True)
+    _assert_clean(vm)
+    yield vm
+    vm.ssh.run("killall -q p2pctl; rm -f /tmp/p2pctl-*")
+    params.set_values(vm.ssh, params.RESETTABLE)
+
+
+@pytest.fixture
+def fresh_p2p_vm(
+    machine_factory: Callable[..., Machine], p2p_payload: Payload
+) -> Callable[..., Machine]:
+    """Boot a guest of its own with the drivers: ``fresh_p2p_vm("native-hotplug")``."""
+
+    def boot(name: str = "default", **kwargs: object) -> Machine:
+        vm = machine_factory(name, **p2p_payload.machine_kwargs(), **kwargs)
+        params.assert_defaults(vm.ssh, f"freshly booted {name} guest")
+        return vm
+
+    return boot
