@@ -7,6 +7,8 @@ It gives tests real machines and keeps what is needed to understand a failure:
 - every test gets its own folder under ``--testbed-artifacts`` (``testbed-artifacts/`` by
   default) holding each machine's console log, QMP log, dmesg, command line and kernel
   record; the folder is deleted when the test passes, unless ``--testbed-keep-artifacts``;
+- ``--testbed-shard I/N`` runs one deterministic part of the tests (CI shards), and under
+  pytest-xdist a module's shared-guest tests stay on one worker (:mod:`.parallel`);
 - after the test body, the console of every machine the test used is scanned
   (:mod:`testbed.guest.console`); a panic, Oops, WARNING, KASAN report, ... fails the test
   with the excerpt. ``@pytest.mark.console_allows(Problem.PANIC, ...)`` lets a test that
@@ -27,6 +29,7 @@ from testbed.pytest_plugin.fixtures import (
 )
 from testbed.pytest_plugin.hooks import (
     pytest_addoption,
+    pytest_collection_modifyitems,
     pytest_configure,
     pytest_report_header,
     pytest_runtest_call,
@@ -42,6 +45,7 @@ __all__ = [
     "p2p_payload",
     "p2p_vm",
     "pytest_addoption",
+    "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_report_header",
     "pytest_runtest_call",

@@ -19,6 +19,7 @@ changed default). Its console is checked per test from where the test started.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 
@@ -52,7 +53,10 @@ def shared_p2p_machine(
 ) -> Iterator[Machine]:
     """The default machine with the P2P drivers, booted once per test module (what ``p2p_vm``
     hands out); its artifact folder is kept if any of its tests failed."""
-    folder = testbed_settings.artifacts / folder_name(f"{request.module.__name__}-shared-guest")
+    # one per pytest-xdist worker that runs tests of this module: folders of their own
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    name = f"{request.module.__name__}-shared-guest" + (f"-{worker}" if worker else "")
+    folder = testbed_settings.artifacts / folder_name(name)
     shutil.rmtree(folder, ignore_errors=True)
     machine = Machine(
         load_machine("default"),

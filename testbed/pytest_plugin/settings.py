@@ -10,6 +10,7 @@ import pytest
 from testbed.config.schema import Accel
 from testbed.kernel import kernel_under_test
 from testbed.kernel.image import Kernel
+from testbed.pytest_plugin.parallel import Shard, parse_shard
 from testbed.qemu.machine import BOOT_TIMEOUT
 
 
@@ -23,6 +24,7 @@ class Settings:
     keep_artifacts: bool
     boot_timeout: float = BOOT_TIMEOUT  #: seconds a machine may take to boot
     p2p_src: Path | None = None  #: None: the checkout's qemu-devices/p2p/ (see build_p2p_modules)
+    shard: Shard | None = None  #: None: every collected test
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -74,6 +76,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="keep the artifact folders of passing tests too",
     )
     group.addoption(
+        "--testbed-shard",
+        metavar="I/N",
+        help="run only the I-th of N deterministic parts of the selected tests (CI shards; "
+        "give every shard the same other arguments). A module's shared-guest tests stay in one",
+    )
+    group.addoption(
         "--testbed-p2p-src",
         metavar="DIR",
         type=Path,
@@ -104,7 +112,17 @@ def _parse(config: pytest.Config) -> Settings:
         keep_artifacts=bool(config.getoption("--testbed-keep-artifacts")),
         boot_timeout=_positive(config.getoption("--testbed-boot-timeout")),
         p2p_src=config.getoption("--testbed-p2p-src"),
+        shard=_shard(config.getoption("--testbed-shard")),
     )
+
+
+def _shard(text: str | None) -> Shard | None:
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--testbed-shard: {exc}") from None
 
 
 def _positive(seconds: float) -> float:
