@@ -139,6 +139,11 @@ def add_parser(sub: Any) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="experimental: fresh default guests resume one saved per run instead of booting",
+    )
+    p.add_argument(
         "--shard",
         type=_shard,
         metavar="I/N",
@@ -181,6 +186,8 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--junitxml={args.junit}")
     if args.keyword:
         argv += ["-k", args.keyword]
+    if getattr(args, "snapshot", False):
+        argv.append("--testbed-snapshot")
     jobs = getattr(args, "jobs", 1)
     if jobs > 1:
         argv += ["-n", str(jobs), "--dist", "loadgroup"]

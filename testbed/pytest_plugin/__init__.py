@@ -36,13 +36,20 @@ from testbed.pytest_plugin.hooks import (
     pytest_runtest_makereport,
     pytest_terminal_summary,
 )
-from testbed.pytest_plugin.p2p import fresh_p2p_vm, p2p_payload, p2p_vm, shared_p2p_machine
+from testbed.pytest_plugin.p2p import (
+    fresh_p2p_vm,
+    p2p_payload,
+    p2p_snapshot,
+    p2p_vm,
+    shared_p2p_machine,
+)
 
 __all__ = [
     "artifact_dir",
     "fresh_p2p_vm",
     "machine_factory",
     "p2p_payload",
+    "p2p_snapshot",
     "p2p_vm",
     "pytest_addoption",
     "pytest_collection_modifyitems",

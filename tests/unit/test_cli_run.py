@@ -379,6 +379,11 @@ def test_jobs_and_shard_become_xdist_and_plugin_arguments() -> None:
     assert argv[argv.index("junit_suite_name=p2p-testbed-shard-2-of-3") - 1] == "-o"
 
 
+def test_snapshot_is_passed_on() -> None:
+    assert "--testbed-snapshot" in pytest_args(parser().parse_args(["run", "--snapshot"]))
+    assert "--testbed-snapshot" not in pytest_args(parser().parse_args(["run"]))
+
+
 def test_one_job_and_no_shard_add_nothing() -> None:
     argv = pytest_args(parser().parse_args(["run", "-j", "1"]))
     assert "-n" not in argv and not any("shard" in a for a in argv)
