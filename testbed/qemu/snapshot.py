@@ -69,6 +69,9 @@ def save(vm: Machine, folder: Path, deadline: Deadline) -> Saved:
             "only as master=on)"
         )
     state = folder / "state.bin"
+    if vm.collect_dmesg:  # now: a stopped guest answers no SSH command at shutdown
+        (vm.run_dir / "dmesg.txt").write_text(vm.ssh.run_check("dmesg").stdout)
+        vm.collect_dmesg = False
     vm.qmp.execute("stop")
     vm.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"})
 
