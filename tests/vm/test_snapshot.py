@@ -105,8 +105,9 @@ def test_resumed_guest_is_the_saved_one_in_folders_of_its_own(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known: after a restore, DMA into the exporter's BAR does not reach the BAR's "
-    "backing file (QEMU 7.2, ivshmem-plain master=on, memory-backend-file share=on); why "
+    reason="known: after a restore, the importer's DMA into the exporter's BAR does not reach "
+    "the BAR's backing file, though the guest reads it back and its CPU writes do reach the "
+    "file (QEMU 7.2, ivshmem-plain master=on, memory-backend-file share=on); why "
     "--testbed-snapshot is opt-in",
 )
 def test_dma_into_a_resumed_guests_bar_reaches_its_backing_file(
