@@ -16,6 +16,7 @@ echo "== mypy (strict)"
 for suite in tests/unit tests/kbuild tests/vm tests/p2p; do  # one run each: every suite has a conftest.py
     .venv/bin/mypy "$suite"
 done
+.venv/bin/mypy examples/user-tests  # what a user writes against the plugin (no conftest.py)
 echo "== CI templates (schemas)"
 ci/check-templates.sh
 # The kernels built from guest-kernel-config/kernels/: base (no series), patched (base + the
@@ -31,7 +32,7 @@ if [ "$rc" -eq 5 ]; then
     echo "ci/test.sh: pytest collected no tests; that is a failure here" >&2
     exit 1
 fi
-echo "== wheel: build, install into a fresh venv, run from an empty folder (~1 min)"
+echo "== wheel: build, install into a fresh venv, run from an empty folder, then examples/user-tests (~2 min)"
 ci/wheel-test.sh || rc=$?
 for machine in default switch; do
     echo "== the reference P2P suite on the patched kernel, machine $machine"

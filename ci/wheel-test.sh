@@ -2,7 +2,9 @@
 # The testbed as a user installs it: build a wheel from this checkout, install it into a
 # throwaway venv, and from an empty folder run `testbed exec -- true` and the main job
 # (`testbed run`, by default only claim 1 to keep CI short; pass other `testbed run` options
-# to change that). The kernel and module caches in ~/.cache/p2p-testbed are reused.
+# to change that), then a user's own project: examples/user-tests, copied out of the checkout
+# and run with the venv's plain `pytest` (the plugin's fixtures, no conftest.py). The kernel
+# and module caches in ~/.cache/p2p-testbed are reused.
 #
 #   ci/wheel-test.sh                 # exec -- true, then testbed run -k claim1
 #   ci/wheel-test.sh -k 'claim1 or claim5'
@@ -25,4 +27,9 @@ echo "wheel-test: testbed exec -- true (from an empty folder)"
 "$work/venv/bin/testbed" exec -- true
 echo "wheel-test: testbed run $*"
 "$work/venv/bin/testbed" run --artifacts "$work/artifacts" "$@"
+echo "wheel-test: a user's project (examples/user-tests) with the installed plugin"
+cp -R "$here/examples/user-tests" "$work/user-tests"
+cd "$work/user-tests"
+"$work/venv/bin/pytest" -p no:cacheprovider -q --strict-markers \
+    --testbed-artifacts "$work/artifacts-user"
 echo "wheel-test: passed"

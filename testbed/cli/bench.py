@@ -77,6 +77,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="skip the in-process figures (bare_boot_s, boot_to_ssh_s, ratio, unplug_s)",
     )
+    p.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="instead: boot-to-SSH of the default machine with the P2P drivers against "
+        "restore-to-SSH of its saved state (testbed.qemu.snapshot), paired per run",
+    )
     add_kernel_options(p)
     p.set_defaults(func=main)
 
@@ -241,7 +247,69 @@ def _paired_ratio(base: list[float], other: list[float]) -> float:
     return round(statistics.median(b / a for a, b in zip(base, other, strict=True)), 3)
 
 
+def snapshot_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """``--snapshot``: per run, one boot of ``args.machine`` with the P2P drivers, then one
+    restore of the state saved from the first boot; both timed from ``Machine.start`` to a
+    working SSH session. Medians and the median of the paired ratios."""
+    from testbed.deadline import Deadline
+    from testbed.devices.registry import load_machine
+    from testbed.p2p.payload import payload
+    from testbed.qemu import snapshot
+    from testbed.qemu.machine import Machine
+    from testbed.qemu.process import reaped_tempdir
+
+    definition = load_machine(args.machine)
+    kernel = kernel_from(args)
+    drivers = payload(kernel).machine_kwargs()
+    common: dict[str, Any] = {
+        "accel": accel_from(args),
+        "qemu_args": snapshot.SNAPSHOT_QEMU_ARGS,
+        "collect_dmesg": False,
+        **drivers,
+    }
+    boots: list[float] = []
+    restores: list[float] = []
+    with reaped_tempdir("p2p-testbed-bench-") as folder:
+        saved: snapshot.Saved | None = None
+        for run in range(args.runs + 1):  # the first round is untimed: warms the caches
+            with Machine(definition, kernel, folder / f"boot-{run}", **common) as vm:
+                boot = vm.timings["boot_to_ssh_s"]
+                if saved is None:
+                    (folder / "state").mkdir()
+                    saved = snapshot.save(vm, folder / "state", Deadline(120, "saving the guest"))
+            again = folder / f"restore-{run}"
+            with Machine(definition, kernel, again, restore=saved, **common) as restored:
+                restore = restored.timings["boot_to_ssh_s"]
+            if run == 0:
+                continue
+            boots.append(boot)
+            restores.append(restore)
+            if not args.json:
+                print(f"run {run}/{args.runs}: boot_to_ssh {boot:.2f} s, restore_to_ssh "
+                      f"{restore:.2f} s", file=sys.stderr)  # fmt: skip
+    return {
+        "kernel": kernel.release,
+        "machine": definition.spec.name,
+        "runs": args.runs,
+        "boot_to_ssh_s": round(statistics.median(boots), 3),
+        "restore_to_ssh_s": round(statistics.median(restores), 3),
+        "snapshot_speedup": _paired_ratio(restores, boots),
+        "samples": {"boot_to_ssh_s": boots, "restore_to_ssh_s": restores},
+    }
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.snapshot:
+        snap = snapshot_bench(args)
+        if args.json:
+            print(json.dumps(snap))
+        else:
+            print(
+                f"kernel {snap['kernel']}, {args.runs} runs (medians): boot_to_ssh "
+                f"{snap['boot_to_ssh_s']:.2f} s, restore_to_ssh {snap['restore_to_ssh_s']:.2f}"
+                f" s, restore is {snap['snapshot_speedup']:.1f}x faster"
+            )
+        return 0
     from testbed.devices.registry import load_machine
     from testbed.errors import DependencyError
     from testbed.qemu import accel as accel_mod

@@ -4,6 +4,11 @@ It runs the pytest suite in ``tests/p2p/`` (one test per claim of the reference 
 hot-unplug extras) through pytest itself, so the same tests run from ``pytest`` directly, and
 prints one row per test: the claim it checks, its name, the result and its duration.
 
+``-j N`` runs the tests on N pytest-xdist workers, each booting guests of its own (artifact
+folders stay one per test; a module's shared-guest tests stay on one worker). ``--shard I/N``
+runs the I-th of N deterministic parts, for a CI matrix; its JUnit suite is named after the
+shard so the N files merge.
+
 SIGINT (Ctrl-C) and SIGTERM (what a CI system sends on cancel) stop the run in order: pytest
 tears every machine down, JUnit XML is still written, the table marks the test that was
 running ``interrupted``, and the exit code is 130 or 143 (128 + the signal). A second signal
@@ -29,6 +34,8 @@ from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from
 if TYPE_CHECKING:
     import pytest
 
+    from testbed.pytest_plugin.parallel import Shard
+
 SUITE = paths.suite_dir()
 _CLAIM = re.compile(r"claim(\d+)")
 
@@ -46,8 +53,8 @@ class Collector:
 
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
-        #: the test between its start and its finish (None between tests)
-        self.running: str | None = None
+        #: tests between their start and their finish (one per pytest-xdist worker at most)
+        self.running: set[str] = set()
         #: what the tests recorded as JUnit properties: the machine, the drivers' path
         self.facts: dict[str, set[str]] = {"machine": set(), "p2p_path": set()}
 
@@ -58,18 +65,19 @@ class Collector:
             nodeid, Row(f"claim{match.group(1)}" if match else "-", name, "passed", 0.0)
         )
 
+    # Under pytest-xdist the controller's hooks receive these for every worker's tests.
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
-        self.running = nodeid
+        self.running.add(nodeid)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
-        self.running = None
+        self.running.discard(nodeid)
 
     def interrupted(self) -> None:
-        """The run was stopped: the test that had started and not finished is
-        ``interrupted``, whatever its setup report said."""
-        if self.running is not None:
-            self._row(self.running).result = "interrupted"
-            self.running = None
+        """The run was stopped: the tests that had started and not finished are
+        ``interrupted``, whatever their setup reports said."""
+        for nodeid in sorted(self.running):
+            self._row(nodeid).result = "interrupted"
+        self.running.clear()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
@@ -139,9 +147,50 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--machine", help="machine to run the suite on, e.g. 'switch' (default: 'default')"
     )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="run the tests on N parallel workers (pytest-xdist), each with guests of its own "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="experimental: fresh default guests resume one saved per run instead of booting",
+    )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="run only the I-th of N deterministic parts of the suite (a CI matrix; JUnit "
+        "files merge)",
+    )
     add_kernel_options(p)
     add_boot_options(p)
     p.set_defaults(func=main)
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of workers")
+    return jobs
+
+
+def _shard(text: str) -> Shard:
+    # the plugin package imports pytest and the machine: only when --shard is given
+    from testbed.pytest_plugin.parallel import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def pytest_args(args: argparse.Namespace) -> list[str]:
@@ -155,6 +204,15 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--junitxml={args.junit}")
     if args.keyword:
         argv += ["-k", args.keyword]
+    if getattr(args, "snapshot", False):
+        argv.append("--testbed-snapshot")
+    jobs = getattr(args, "jobs", 1)
+    if jobs > 1:
+        argv += ["-n", str(jobs), "--dist", "loadgroup"]
+    shard: Shard | None = getattr(args, "shard", None)
+    if shard is not None:
+        argv.append(f"--testbed-shard={shard}")
+        argv += ["-o", f"junit_suite_name=p2p-testbed-shard-{shard.index}-of-{shard.total}"]
     for option in ("kernel", "modules", "build", "accel", "boot_timeout", "machine"):
         value = getattr(args, option, None)
         if value is not None:

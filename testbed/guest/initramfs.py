@@ -398,9 +398,12 @@ def build_base(spec: ImageSpec) -> Path:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        (cache / f"{dest.stem}.json").write_text(
+        listing = cache / f"{dest.stem}.json"
+        partial = listing.with_name(f".{listing.name}.{os.getpid()}")
+        partial.write_text(
             json.dumps({"kernel": spec.kernel.release, "files": sorted(plan.files)}, indent=1)
         )
+        os.replace(partial, listing)
     return dest
 
 

@@ -12,6 +12,8 @@ kernel release, the compiler's version and, when the build tree has them, its ``
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -20,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +169,33 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = Non
 
     with paths.cache_writes(out, "the P2P guest modules"):
         out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):
+        # another process (a pytest-xdist worker, a second testbed run) may have built these
+        # while this one waited for the lock
+        if all(ko.is_file() for ko in result.modules):
+            return result
+        _build_into(out, result, kernel, kernel.build, src, files)
+    return result
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """One build of a cache entry at a time across processes (each .ko is renamed into place
+    anyway, so a reader never sees half a file; the lock saves the duplicate build)."""
+    with paths.cache_writes(out, "the P2P guest modules' lock file"):
+        lock = (out / ".lock").open("w")
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_into(
+    out: Path, result: P2PBuild, kernel: Kernel, build: Path, src: Path, files: list[Path]
+) -> None:
+    """Build the modules in a private copy of ``src`` and rename them into ``out``."""
     with tempfile.TemporaryDirectory(prefix="p2p-modules-") as tmp:
         work = Path(tmp) / "p2p"
         for rel in files:
@@ -175,7 +205,7 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = Non
             "building the P2P guest modules for %s (make W=1, cached afterwards)...", kernel.release
         )
         started = time.monotonic()
-        proc = _make(kernel.build, work)
+        proc = _make(build, work)
         output = (proc.stdout + proc.stderr).replace(f"{work}/", f"{src}/")
         if proc.returncode != 0:
             location, message = first_error(output)
@@ -184,7 +214,7 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = Non
             raise ModuleBuildError(
                 f"building the P2P guest modules against {kernel.describe()} failed{where}: "
                 f"{message or f'make exited with {proc.returncode}'}\n"
-                f"  command: make -C {kernel.build} M=<copy of {src}> W=1 modules\n"
+                f"  command: make -C {build} M=<copy of {src}> W=1 modules\n"
                 f"  output:\n    {tail}",
                 output=output,
                 location=location,
@@ -203,4 +233,3 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = Non
                 shutil.copyfile(built, partial)
                 os.replace(partial, dest)
     log.info("built the P2P guest modules in %.1f s (%s)", time.monotonic() - started, out)
-    return result

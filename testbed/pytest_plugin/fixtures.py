@@ -19,6 +19,7 @@ from testbed.qemu.machine import Machine
 
 @pytest.fixture(scope="session")
 def testbed_settings(pytestconfig: pytest.Config) -> Settings:
+    """This run's ``--testbed-*`` options, parsed once (kernel, accel, artifacts, timeouts)."""
     return from_config(pytestconfig)
 
 
@@ -81,6 +82,9 @@ def machine_factory(
     testbed_kernel: Kernel,
     artifact_dir: Path,
 ) -> Iterator[MachineFactory]:
+    """Boot machines for this test: ``machine_factory("native-hotplug", kernel_args=[...])``
+    (a machine name or a YAML path; keywords go to :class:`testbed.qemu.machine.Machine`).
+    Every machine is shut down after the test and its console checked for problems."""
     factory = MachineFactory(request.node, testbed_settings, testbed_kernel, artifact_dir)
     try:
         yield factory

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.pytest_plugin import health
+from testbed.pytest_plugin import health, parallel
 from testbed.pytest_plugin.settings import add_options, from_config
 from testbed.pytest_plugin.state import ARTIFACTS, FACTS, FAILED, SessionFacts
 
@@ -26,12 +26,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[FACTS] = SessionFacts()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
+    parallel.mark_groups(config, items)  # before xdist reads the marks
+    yield
+    shard = from_config(config).shard
+    if shard is not None:  # after -k and -m: shards split what is selected
+        parallel.select(config, items, shard)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = from_config(config)
     kernel = str(settings.kernel_image) if settings.kernel_image else "Debian stock (cached)"
     accel = settings.accel.value if settings.accel else "per machine (auto: probe KVM, else TCG)"
+    shard = f"; shard {settings.shard}" if settings.shard else ""
     return [
-        f"testbed: kernel {kernel}; accel {accel}; machine {settings.machine}",
+        f"testbed: kernel {kernel}; accel {accel}; machine {settings.machine}{shard}",
         f"testbed: artifacts in {settings.artifacts}"
         + (" (kept for every test)" if settings.keep_artifacts else " (kept for failures)"),
     ]

@@ -10,6 +10,7 @@ import pytest
 from testbed.config.schema import Accel
 from testbed.kernel import kernel_under_test
 from testbed.kernel.image import Kernel
+from testbed.pytest_plugin.parallel import Shard, parse_shard
 from testbed.qemu.machine import BOOT_TIMEOUT
 
 
@@ -24,6 +25,8 @@ class Settings:
     boot_timeout: float = BOOT_TIMEOUT  #: seconds a machine may take to boot
     p2p_src: Path | None = None  #: None: the checkout's qemu-devices/p2p/ (see build_p2p_modules)
     machine: str = "default"  #: the machine the reference suite runs on (qemu-devices/machines)
+    shard: Shard | None = None  #: None: every collected test
+    snapshot: bool = False  #: fresh default P2P guests resume a saved one instead of booting
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -81,6 +84,19 @@ def add_options(parser: pytest.Parser) -> None:
         help="keep the artifact folders of passing tests too",
     )
     group.addoption(
+        "--testbed-snapshot",
+        action="store_true",
+        help="experimental: fresh default P2P guests (fresh_p2p_vm()) resume the default "
+        "machine saved once per session instead of booting (~10x faster to SSH under TCG, "
+        "but DMA into a restored exporter's BAR does not reach its backing file yet)",
+    )
+    group.addoption(
+        "--testbed-shard",
+        metavar="I/N",
+        help="run only the I-th of N deterministic parts of the selected tests (CI shards; "
+        "give every shard the same other arguments). A module's shared-guest tests stay in one",
+    )
+    group.addoption(
         "--testbed-p2p-src",
         metavar="DIR",
         type=Path,
@@ -112,7 +128,18 @@ def _parse(config: pytest.Config) -> Settings:
         boot_timeout=_positive(config.getoption("--testbed-boot-timeout")),
         p2p_src=config.getoption("--testbed-p2p-src"),
         machine=str(config.getoption("--testbed-machine")),
+        shard=_shard(config.getoption("--testbed-shard")),
+        snapshot=bool(config.getoption("--testbed-snapshot")),
     )
+
+
+def _shard(text: str | None) -> Shard | None:
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--testbed-shard: {exc}") from None
 
 
 def _positive(seconds: float) -> float:

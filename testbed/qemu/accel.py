@@ -73,7 +73,8 @@ def _store(key: str, choice: AccelChoice) -> None:
     entry = asdict(choice)
     entry["accel"] = choice.accel.value
     data[key] = entry
-    tmp = path.with_suffix(".tmp")
+    # a name of this process's own: two pytest-xdist workers may probe at once
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
 

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import os
 import re
+import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from testbed.qemu.qmp import QMP
 
 if TYPE_CHECKING:
     from testbed.guest.ssh import SSHShell
+    from testbed.qemu.snapshot import Saved
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class Machine:
         qemu: str | None = None,
         qemu_args: Sequence[str] = (),
         collect_dmesg: bool = True,
+        restore: Saved | None = None,
     ) -> None:
         self.definition = machine
         self.spec = machine.spec
@@ -111,8 +114,12 @@ class Machine:
         self._down = False
         self._base: Path | None = None
         self._reaper = Reaper.get()
+        self.client_key: keys.KeyPair | None = None
+        self.host_key: keys.KeyPair | None = None
         #: fetch the guest's dmesg into ``run_dir`` on shutdown (one SSH command more)
         self.collect_dmesg = collect_dmesg
+        #: resume this saved guest instead of booting (:mod:`testbed.qemu.snapshot`)
+        self.restore = restore
 
     # -- context manager -------------------------------------------------------------------
 
@@ -192,6 +199,9 @@ class Machine:
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
         (self.run_dir / "kernel.json").write_text(self.kernel.manifest())
+        if self.restore is not None:
+            self._resume(self.restore, deadline, t0)
+            return
         base = self.base_initramfs()
         self.accel = accel_mod.choose(
             self.requested_accel, self.qemu_binary, self.kernel.image, base
@@ -200,6 +210,8 @@ class Machine:
 
         client = keys.client_key(self.private_dir)
         host = keys.guest_host_key(self.private_dir)
+        #: the guest trusts this client key and serves this host key (a restored snapshot too)
+        self.client_key, self.host_key = client, host
         initrd = assemble(
             base,
             {
@@ -276,6 +288,60 @@ class Machine:
             self.spec.name,
             self.timings["boot_to_ssh_s"],
             self.accel.accel.value,
+            self.ssh_port,
+        )
+
+    def _resume(self, saved: Saved, deadline: Deadline, t0: float) -> None:
+        """Start a fresh QEMU on ``saved``'s state (see :mod:`testbed.qemu.snapshot`): its
+        command line with this machine's folders, its BAR contents, its keys."""
+        assert self.private_dir is not None
+        for name, copy in saved.bars:  # into the 0600 files created above
+            shutil.copyfile(saved.folder / copy, self.run_dir / name)
+        self.accel = saved.accel
+        (self.run_dir / "accel.txt").write_text(self.accel.describe() + "\n")
+        self.client_key, self.host_key = saved.client_key, saved.host_key
+        shutil.copyfile(saved.folder / "initrd.cpio", self.private_dir / "initrd.cpio")
+        shutil.copyfile(saved.folder / "console.log", self.run_dir / "console-before-save.log")
+        old_run, old_private = (str(p) for p in saved.old_dirs)
+        self.argv = [
+            a.replace(old_private, str(self.private_dir)).replace(old_run, str(self.run_dir))
+            for a in saved.argv
+        ]
+        self.argv += ["-incoming", f"exec:cat {shlex.quote(str(saved.state))}"]
+        (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
+        self.console_log.unlink(missing_ok=True)
+        self._qmp = qmp = QMP(self.run_dir / "qmp.log", name=self.spec.name)
+        qmp.listen(self.private_dir / "qmp.sock")
+        self.process = proc = QemuProcess(self.argv, self.run_dir / "qemu-stderr.log")
+        try:
+            qmp.accept(deadline.sub(30, "QEMU start-up"), self.alive)
+        except TestbedError as exc:
+            raise proc.launch_error(f"QEMU did not start: {exc}") from exc
+
+        def loaded() -> bool:
+            status = str(qmp.execute("query-status").get("status"))
+            if status in ("inmigrate", "prelaunch"):
+                return False
+            if status != "paused":
+                raise proc.launch_error(f"QEMU is {status!r} after loading {saved.state}")
+            return True
+
+        wait_for(loaded, deadline, doing=f"QEMU to load {saved.state}")
+        qmp.execute("cont")
+        self.ssh_port = self._forwarded_port()
+        from testbed.guest.ssh import SSHShell
+
+        self._ssh = SSHShell(self.ssh_port, saved.client_key.private, saved.host_key.public)
+        (self.private_dir / "known_hosts").write_text(self._ssh.known_hosts_line())
+        self._ssh.watchdog = self.check_alive
+        self._ssh.connect(deadline)
+        # the guest's clock went on from the saved moment: bring it to the host's
+        self._ssh.run_check(f"date -u -s @{time.time():.0f} >/dev/null", timeout=deadline.cap(30))
+        self.timings["boot_to_ssh_s"] = self.timings["ready_s"] = time.monotonic() - t0
+        log.info(
+            "machine %s restored in %.1f s, ssh port %d",
+            self.spec.name,
+            self.timings["boot_to_ssh_s"],
             self.ssh_port,
         )
 

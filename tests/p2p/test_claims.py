@@ -1,4 +1,5 @@
-"""Claims 1-4 and 8 of the reference RFC, on one shared guest (see conftest for isolation).
+"""Claims 1-4 and 8 of the reference RFC, on one shared guest (isolation: see
+testbed.pytest_plugin.p2p).
 
 Every byte a DMA wrote is checked on the host, in the exporter's backing file; every byte a
 DMA read was written there by the host.

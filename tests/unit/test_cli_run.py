@@ -16,6 +16,8 @@ from testbed.cli import run as run_cmd
 from testbed.cli.run import SUITE, Collector, Row, context, pytest_args, table
 from testbed.pytest_plugin import settings
 
+pytest_plugins = ["pytester"]
+
 NODE = "tests/p2p/test_claims.py::test_claim6_unplug_waits[acpi]"
 
 Outcome = Literal["passed", "failed", "skipped"]
@@ -388,3 +390,72 @@ def test_finished_tests_are_not_marked_interrupted() -> None:
     c.pytest_runtest_logfinish(NODE, ("f", 1, "t"))
     c.interrupted()
     assert c.rows[NODE].result == "passed"
+
+
+# ---- parallel workers and shards -------------------------------------------------------------
+
+
+def test_jobs_and_shard_become_xdist_and_plugin_arguments() -> None:
+    args = parser().parse_args(["run", "-j", "2", "--shard", "2/3"])
+    argv = pytest_args(args)
+    assert argv[argv.index("-n") : argv.index("-n") + 4] == ["-n", "2", "--dist", "loadgroup"]
+    assert "--testbed-shard=2/3" in argv
+    assert argv[argv.index("junit_suite_name=p2p-testbed-shard-2-of-3") - 1] == "-o"
+
+
+def test_snapshot_is_passed_on() -> None:
+    assert "--testbed-snapshot" in pytest_args(parser().parse_args(["run", "--snapshot"]))
+    assert "--testbed-snapshot" not in pytest_args(parser().parse_args(["run"]))
+
+
+def test_one_job_and_no_shard_add_nothing() -> None:
+    argv = pytest_args(parser().parse_args(["run", "-j", "1"]))
+    assert "-n" not in argv and not any("shard" in a for a in argv)
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"), [("-j", "0"), ("-j", "two"), ("--shard", "3/2"), ("--shard", "1-2")]
+)
+def test_bad_jobs_or_shard_is_a_usage_error(
+    option: str, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(["run", option, bad])
+    assert info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_collector_rows_come_from_xdist_workers(pytester: pytest.Pytester) -> None:
+    """Under -n the controller's pytest_runtest_logreport sees every worker's reports."""
+    pytester.makepyfile(
+        """
+        import pytest
+        def test_claim3_ok(): pass
+        def test_fails(): assert False
+        @pytest.mark.skip
+        def test_skipped(): pass
+        """
+    )
+    collector = Collector()
+    result = pytester.runpytest_inprocess("-n", "2", plugins=[collector])
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    by_test = {row.test: (row.claim, row.result) for row in collector.rows.values()}
+    assert by_test == {
+        "test_claim3_ok": ("claim3", "passed"),
+        "test_fails": ("-", "FAILED"),
+        "test_skipped": ("-", "skipped"),
+    }
+    assert collector.running == set()
+
+
+def test_interrupted_marks_every_running_test() -> None:
+    collector = Collector()
+    collector.pytest_runtest_logstart("t.py::a", None)
+    collector.pytest_runtest_logstart("t.py::b", None)
+    collector.pytest_runtest_logstart("t.py::c", None)
+    collector.pytest_runtest_logfinish("t.py::c", None)
+    collector.interrupted()
+    assert {r.test: r.result for r in collector.rows.values()} == {
+        "a": "interrupted",
+        "b": "interrupted",
+    }

@@ -9,6 +9,9 @@ them), ``cache_key`` on fake kernels in a temp folder, ``source_files`` on the r
 from __future__ import annotations
 
 import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -296,3 +299,42 @@ def test_source_files_see_a_new_header_and_a_kbuild(tmp_path: Path) -> None:
         Path("include/extra.h"),
         Path("importer/Kbuild"),
     }
+
+
+# ---- concurrent builds (pytest-xdist workers) --------------------------------------------------
+
+
+def test_two_processes_building_one_entry_build_it_once(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builders of the same cache entry at once (two workers of ``testbed run -j 2``):
+    the second waits for the first's lock and takes its modules instead of compiling again;
+    both get complete files. ``make`` is faked: it writes the two .ko files after a pause long
+    enough for the other builder to reach the entry."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    both_looked = threading.Barrier(2, timeout=10)
+    makes: list[Path] = []
+
+    def compiler_version(cc: str) -> str:
+        both_looked.wait()  # both builders past here before either looks in the cache
+        return GCC
+
+    def fake_make(build: Path, work: Path) -> subprocess.CompletedProcess[str]:
+        makes.append(work)
+        threading.Event().wait(0.3)  # the other builder reaches the entry meanwhile
+        for name in modules.MODULE_NAMES:
+            (work / f"{name}.ko").write_bytes(b"\x7fELF" + name.encode())
+        return subprocess.CompletedProcess(["make"], 0, "", "")
+
+    monkeypatch.setattr(modules, "_compiler_version", compiler_version)
+    monkeypatch.setattr(modules, "_make", fake_make)
+    monkeypatch.setattr(modules, "build_tool", lambda *a, **k: tmp_path / "p2pctl")
+    kernel = fake_kernel(tmp_path)
+    with ThreadPoolExecutor(2) as pool:
+        builds = list(pool.map(lambda _: modules.build_p2p_modules(kernel, src=src), range(2)))
+    assert len(makes) == 1, "the second builder compiled again instead of waiting"
+    assert builds[0] == builds[1]
+    for name, ko in zip(modules.MODULE_NAMES, builds[0].modules, strict=True):
+        assert ko.read_bytes() == b"\x7fELF" + name.encode()
+    leftovers = [p.name for p in ko.parent.iterdir() if p.name not in {".lock"}]
+    assert sorted(leftovers) == sorted(f"{n}.ko" for n in modules.MODULE_NAMES)

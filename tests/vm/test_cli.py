@@ -227,6 +227,48 @@ def test_run_prints_the_claim_table_and_junit(tmp_path: Path, testbed_settings: 
     assert 'name="test_claim2' in junit.read_text()
 
 
+def test_run_on_two_workers_keeps_guests_and_artifacts_apart(
+    tmp_path: Path, testbed_settings: Settings
+) -> None:
+    """``testbed run -j 2``: a shared-guest test and two fresh-guest tests over two pytest-xdist
+    workers; every test passes, the table and JUnit have all three, each test's folder holds its
+    own guest's files, and a shared guest's folder is named after the worker that booted it."""
+    junit, artifacts = tmp_path / "results.xml", tmp_path / "artifacts"
+    out = subprocess.run(
+        [
+            TESTBED,
+            "run",
+            "-j",
+            "2",
+            "-k",
+            "claim2 or claim5",
+            "--junit",
+            str(junit),
+            "--artifacts",
+            str(artifacts),
+            "--keep-artifacts",
+            *_accel(testbed_settings),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "3/3 passed" in out.stdout
+    assert junit.read_text().count("<testcase ") == 3
+    fresh = sorted(artifacts.glob("*test_claim5*"))
+    assert len(fresh) == 2, sorted(p.name for p in artifacts.iterdir())
+    cmdlines = [(f / "default" if "default" in f.name else f / "native-hotplug") for f in fresh]
+    for folder in cmdlines:
+        assert (folder / "console.log").stat().st_size > 0
+    first, second = (f.joinpath("qemu-cmdline.txt").read_text() for f in cmdlines)
+    assert str(cmdlines[0]) in first and str(cmdlines[0]) not in second, "BAR files shared"
+    shared = sorted(artifacts.glob("*shared-guest*"))
+    assert shared and all(p.name.rsplit("-", 1)[-1].startswith("gw") for p in shared)
+    assert all((p / "console.log").is_file() for p in shared)
+
+
 def _built_tree() -> Path | None:
     """A kernel tree built on this host, if any: $TESTBED_KERNEL_TREE, else the first tree
     under /root or the testbed's cache whose bzImage matches its configured release."""
