@@ -2,14 +2,18 @@
 
 The same engine runs campaigns; here it runs the hand-written claim scenarios in
 ``scenarios/claims/`` back to back on one booted guest (each leaves the guest clean, so the
-next reuses it), and one scenario the verdict must reject, so the test can fail.
+next reuses it); and, on a guest of its own, one scenario the verdict must reject, so the
+engine's verdict is seen to fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from testbed import paths
+from testbed.guest.console import Problem
 from testbed.qemu.machine import Machine
 from testbed.scenario import loader
 from testbed.scenario.runner import Runner
@@ -51,7 +55,12 @@ def test_claims_from_scenario_files(fresh_p2p_vm: Callable[..., Machine]) -> Non
         "claim8-refuse-pin",
     ]
 
-    lazy = runner.run(loader.load_text(LAZY))
+
+@pytest.mark.console_allows(Problem.P2P_WARNING)  # the driver's warning is what is judged here
+def test_the_verdict_rejects_an_importer_that_never_unmaps(
+    fresh_p2p_vm: Callable[..., Machine],
+) -> None:
+    lazy = Runner(fresh_p2p_vm("default")).run(loader.load_text(LAZY))
     assert not lazy.passed
     assert any("gave up waiting for an importer 1 time(s)" in f for f in lazy.failures), (
         lazy.report()
