@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,18 @@ def cache_writes(folder: Path, what: str) -> Iterator[None]:
             f"it writable, or point XDG_CACHE_HOME at a writable folder with room (a few "
             f"hundred MB); everything under {root} is rebuilt on demand, so it may be deleted"
         ) from exc
+
+
+@contextlib.contextmanager
+def cache_lock(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created, with its folder, if need be):
+    one process at a time builds a cache entry; the others wait, then find it built."""
+    with cache_writes(lock_file.parent, f"{what}'s lock file"):
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_file.open("w")
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,8 +12,6 @@ kernel release, the compiler's version and, when the build tree has them, its ``
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -22,7 +20,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,27 +166,15 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = Non
 
     with paths.cache_writes(out, "the P2P guest modules"):
         out.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out):
+    # one build of an entry at a time across processes (each .ko is renamed into place
+    # anyway, so a reader never sees half a file; the lock saves the duplicate build)
+    with paths.cache_lock(out / ".lock", "the P2P guest modules"):
         # another process (a pytest-xdist worker, a second testbed run) may have built these
         # while this one waited for the lock
         if all(ko.is_file() for ko in result.modules):
             return result
         _build_into(out, result, kernel, kernel.build, src, files)
     return result
-
-
-@contextlib.contextmanager
-def _build_lock(out: Path) -> Iterator[None]:
-    """One build of a cache entry at a time across processes (each .ko is renamed into place
-    anyway, so a reader never sees half a file; the lock saves the duplicate build)."""
-    with paths.cache_writes(out, "the P2P guest modules' lock file"):
-        lock = (out / ".lock").open("w")
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_into(

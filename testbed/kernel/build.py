@@ -28,7 +28,6 @@ sits inside the source so kbuild uses relative paths and ccache hits across work
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -39,7 +38,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,17 +164,6 @@ def built() -> list[Kernel]:
         return []
     found = (_load_entry(p) for p in sorted(folder.iterdir()) if not p.name.startswith("."))
     return [k for k in found if k is not None]
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --- progress -------------------------------------------------------------------------------
@@ -381,7 +368,7 @@ def build(request: Request, *, jobs: int | None = None, progress: Progress | Non
     progress = progress or Progress(request.name)
     cache = kbuild_cache()
     work = cache / "work" / request.work_id()
-    with _locked(cache / "locks" / f"{request.work_id()}.lock"):
+    with paths.cache_lock(cache / "locks" / f"{request.work_id()}.lock", "a kernel build"):
         hit = cached(request)  # another process may have built it while we waited
         if hit is not None:
             return hit

@@ -10,8 +10,6 @@ path, is pointed at the unpacked copy so out-of-tree guest modules build against
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -19,7 +17,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,18 +114,6 @@ def _kernels_root() -> Path:
     return root
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    with paths.cache_writes(root, "the kernel cache's lock file"):
-        lock = (root / ".lock").open("w")
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _from_entry(entry: Path) -> Kernel:
     manifest = json.loads((entry / "manifest.json").read_text())
     release = manifest["release"]
@@ -216,7 +201,7 @@ def update(flavour: str = DEFAULT_FLAVOUR, *, offline_ok: bool = False) -> Kerne
     key = _key(packages)
     entry = root / key
     if not (entry / "manifest.json").is_file():
-        with _locked(root):
+        with paths.cache_lock(root / ".lock", "the kernel cache"):
             if not (entry / "manifest.json").is_file():  # not fetched by another process meanwhile
                 _fetch(packages, entry, flavour)
     _remember(flavour, key, stamp)
