@@ -9,13 +9,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from testbed.cli.common import (
-    accel_from,
-    add_boot_options,
-    add_kernel_options,
-    boot_timeout_from,
-    kernel_from,
-)
+from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from, machine_kwargs
 from testbed.devices.registry import load_machine, machine_names
 
 if TYPE_CHECKING:
@@ -83,16 +77,13 @@ def hold(vm: Machine, machine: MachineDef, kernel: Kernel) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from testbed.p2p.payload import payload
     from testbed.qemu.machine import Machine
     from testbed.qemu.process import reaped_tempdir
 
     term_as_interrupt()
     machine = load_machine(args.machine)  # the cheap checks first: a typo fails at once
     kernel = kernel_from(args)
-    kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
-    if not args.no_p2p:
-        kwargs.update(payload(kernel).machine_kwargs())
+    kwargs = machine_kwargs(args, kernel)
     # registered with the reaper: a SIGKILL during the boot leaves no folder behind either
     with reaped_tempdir("p2p-testbed-boot-") as tmp:
         run_dir = args.run_dir or tmp

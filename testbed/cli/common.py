@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from testbed import paths
 from testbed.config.kernels import kernel_names
@@ -67,3 +68,14 @@ def kernel_from(args: argparse.Namespace) -> Kernel:
 
 def accel_from(args: argparse.Namespace) -> Accel | None:
     return Accel(args.accel) if args.accel else None
+
+
+def machine_kwargs(args: argparse.Namespace, kernel: Kernel) -> dict[str, Any]:
+    """Keyword arguments for :class:`testbed.qemu.machine.Machine` from the options ``boot``
+    and ``exec`` share: accelerator, boot timeout, and the P2P payload unless ``--no-p2p``."""
+    kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
+    if not args.no_p2p:
+        from testbed.p2p.payload import payload  # builds the drivers: only when they are wanted
+
+        kwargs.update(payload(kernel).machine_kwargs())
+    return kwargs

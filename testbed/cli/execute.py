@@ -17,13 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.cli.common import (
-    accel_from,
-    add_boot_options,
-    add_kernel_options,
-    boot_timeout_from,
-    kernel_from,
-)
+from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from, machine_kwargs
 from testbed.errors import ConfigError
 
 #: Exit status when the guest's sshd reports no status (the command died of a signal), as ssh.
@@ -91,11 +85,7 @@ def main(args: argparse.Namespace) -> int:
     term_as_interrupt()
     definition = load_machine(args.machine)  # the cheap checks first: a typo fails at once
     kernel = kernel_from(args)
-    kwargs: dict[str, Any] = {"accel": accel_from(args), "boot_timeout": boot_timeout_from(args)}
-    if not args.no_p2p:
-        from testbed.p2p.payload import payload
-
-        kwargs.update(payload(kernel).machine_kwargs())
+    kwargs = machine_kwargs(args, kernel)
     from testbed.qemu.process import reaped_tempdir
 
     # registered with the reaper: a SIGKILL during the boot leaves no folder behind either
