@@ -34,6 +34,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -556,6 +557,152 @@ static void do_munmap(const struct cmd *c)
 	jbool("ok", true);
 }
 
+/* mprotect prot=r|rw|none: change the whole mapping's protection. */
+static void do_mprotect(const struct cmd *c)
+{
+	const char *p = arg(c, "prot");
+	struct map *m = find_map(c);
+	int prot;
+
+	if (!m)
+		return;
+	jnum("map", (uint64_t)(m - maps) + 1);
+	if (!p)
+		p = "r";
+	if (!strcmp(p, "r"))
+		prot = PROT_READ;
+	else if (!strcmp(p, "rw"))
+		prot = PROT_READ | PROT_WRITE;
+	else if (!strcmp(p, "none"))
+		prot = PROT_NONE;
+	else
+		return jfail(EINVAL, "prot is r, rw or none");
+	jstr("prot", p);
+	if (mprotect(m->addr, m->len, prot))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+}
+
+/* mremap len=N with MREMAP_MAYMOVE: the mapping's new address and length. */
+static void do_mremap(const struct cmd *c)
+{
+	struct map *m = find_map(c);
+	uint64_t len;
+	void *p;
+
+	if (!m)
+		return;
+	jnum("map", (uint64_t)(m - maps) + 1);
+	if (!num_arg(c, "len", m->len, &len))
+		return;
+	jhex("old_addr", (uintptr_t)m->addr);
+	p = mremap(m->addr, m->len, len, MREMAP_MAYMOVE);
+	if (p == MAP_FAILED)
+		return jfail(errno, NULL);
+	jbool("moved", p != (void *)m->addr);
+	m->addr = p;
+	m->len = len;
+	jbool("ok", true);
+	jhex("addr", (uintptr_t)p);
+	jnum("len", len);
+}
+
+/*
+ * fork: the child touches the mapping (touch=1: map=, off=0; write=0 reads,
+ * write=1 writes pattern=) and, with dma=1, asks the importer (the inherited
+ * file) for a dma-write of 64 bytes pattern= to mr= (the last MR), then exits.
+ * touch=0 needs no mapping (e.g. after munmap). The parent reports what the
+ * child saw: child_touch ("ok", "SIGSEGV", "SIGBUS"), child_value, child_dma
+ * ("ok" or "EFOO"), child_status. The child reports through a pipe; the
+ * command fails only if fork/wait did.
+ */
+struct fork_report {
+	int sig;		/* signal caught while touching, 0: none */
+	int value;		/* byte read, -1: none */
+	int dma_err;		/* 0 ok, errno, -1: not tried */
+};
+
+static void do_fork(const struct cmd *c)
+{
+	uint64_t off, wr, pattern, dma, touch, mr;
+	struct fork_report r = { 0, -1, -1 };
+	struct map *m = NULL;
+	int pfd[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	if (!num_arg(c, "touch", 1, &touch) || !num_arg(c, "off", 0, &off) ||
+	    !num_arg(c, "write", 0, &wr) || !num_arg(c, "pattern", 0, &pattern) ||
+	    !num_arg(c, "dma", 0, &dma) || !num_arg(c, "mr", last_mr, &mr))
+		return;
+	if (touch) {
+		m = find_map(c);
+		if (!m)
+			return;
+		jnum("map", (uint64_t)(m - maps) + 1);
+		if (off >= m->len)
+			return jfail(ERANGE, "outside the mapping");
+	}
+	if (dma)
+		jnum("mr", mr);
+	if (pipe(pfd))
+		return jfail(errno, NULL);
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return jfail(errno, NULL);
+	}
+	if (!pid) {
+		volatile uint8_t *p = m ? m->addr + off : NULL;
+
+		close(pfd[0]);
+		fault_sig = 0;
+		if (!p) {
+			/* touch=0 */
+		} else if (!sigsetjmp(fault_env, 1)) {
+			fault_armed = 1;
+			if (wr)
+				*p = (uint8_t)pattern;
+			r.value = *p;
+		} else {
+			r.sig = fault_sig;
+		}
+		fault_armed = 0;
+		if (dma) {
+			struct p2p_dma d = { 0 };
+
+			d.mr = (uint32_t)mr;
+			d.dir = P2P_DMA_TO_PEER;
+			d.len = 64;
+			d.flags = P2P_DMA_PATTERN;
+			d.pattern = (uint32_t)pattern;
+			r.dma_err = imp_fd < 0 ? EBADF :
+				    ioctl(imp_fd, P2P_IMP_DMA, &d) ? errno : 0;
+		}
+		n = write(pfd[1], &r, sizeof(r));
+		_exit(n == (ssize_t)sizeof(r) ? 0 : 3);
+	}
+	close(pfd[1]);
+	jint("child", pid);
+	n = read(pfd[0], &r, sizeof(r));
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return jfail(errno, "waitpid");
+	if (n != (ssize_t)sizeof(r))
+		return jfail(EIO, "the child did not report");
+	if (m)
+		jstr("child_touch", r.sig ? signame(r.sig) : "ok");
+	if (r.value >= 0)
+		jhex("child_value", (uint64_t)r.value);
+	if (r.dma_err >= 0)
+		jstr("child_dma", r.dma_err ? errname(r.dma_err) : "ok");
+	jint("child_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	jbool("ok", true);
+}
+
 /* CPU access through a mapping: write, read, touch. */
 static void do_access(const struct cmd *c, char kind)
 {
@@ -959,7 +1106,8 @@ static void do_close(int *fd)
 static void usage(void)
 {
 	fputs("usage: p2pctl [-k] [-x EXPORTER_DEV] [-i IMPORTER_DEV] [-f FILE|-] COMMAND [key=value ...] ...\n"
-	      "commands: create destroy info mmap munmap write read touch reg dereg mrinfo\n"
+	      "commands: create destroy info mmap munmap mprotect mremap fork write read touch\n"
+	      "          reg dereg mrinfo\n"
 	      "          dma-write dma-read dma-wait evict stats hold sleep mark\n"
 	      "          close-exporter close-importer exit (see README.md)\n", stderr);
 }
@@ -981,6 +1129,12 @@ static void run(const struct cmd *c)
 		do_mmap(c);
 	else if (!strcmp(op, "munmap"))
 		do_munmap(c);
+	else if (!strcmp(op, "mprotect"))
+		do_mprotect(c);
+	else if (!strcmp(op, "mremap"))
+		do_mremap(c);
+	else if (!strcmp(op, "fork"))
+		do_fork(c);
 	else if (!strcmp(op, "write"))
 		do_access(c, 'w');
 	else if (!strcmp(op, "read"))
