@@ -98,11 +98,16 @@ def late_dmas(app: str, results: Sequence[CommandResult], events: Iterable[Event
 def unexpected_errors(
     app: str, results: Sequence[CommandResult], allowed: Iterable[str]
 ) -> list[str]:
-    """Failed commands whose error is not one the scenario allows (and not expected)."""
+    """Failed commands whose error is not one the scenario allows (and not expected); and
+    commands that succeeded where their ``expect=`` wanted a failure (a DMA that should have
+    been refused is a finding, whatever the allow list)."""
     allow = set(allowed)
     out = []
     for cr in results:
         r = cr.result
+        if r.ok and r.get("expected") is False:
+            out.append(f"app {app}: '{cr.command}' succeeded, against its expect=")
+            continue
         if r.ok or r.get("expected") is True:
             continue
         if r.error not in allow:

@@ -10,9 +10,12 @@ operation; the host checks, in BAR2's backing file, that A is there and B is not
 
 from __future__ import annotations
 
+from testbed import paths
 from testbed.p2p import ctl, debugfs
 from testbed.p2p.host import hexint, read_bar
 from testbed.qemu.machine import Machine
+from testbed.scenario import loader
+from testbed.scenario.runner import Runner
 
 LEN = 64  #: bytes per DMA
 A, B = 0x3C, 0xC3  #: the pattern that lands first, the one that must not land after
@@ -125,3 +128,12 @@ def test_fork_child_gets_no_mapping_and_no_dma_after_the_parent_unmaps(
     after = run.op("fork", 1)
     assert after["child_dma"] == "EFAULT", f"the child's DMA outlived the parent's munmap\n{run}"
     assert _bar(vm, run) == bytes([A]) * LEN
+
+
+def test_munmap_during_a_dma_stream_scenario(p2p_vm: Machine) -> None:
+    """``scenarios/vma/munmap-during-dma.yaml`` through the scenario engine: the app unmaps
+    its range while its async DMA is in flight; later DMAs fail, nothing of them lands."""
+    scenario = loader.load(paths.scenarios_dir() / "vma" / "munmap-during-dma.yaml")
+    result = Runner(p2p_vm).run(scenario)
+    assert result.passed, result.report() + "\n" + "\n".join(result.log)
+    assert result.reusable, result.log

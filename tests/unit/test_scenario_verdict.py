@@ -66,6 +66,17 @@ def test_unexpected_errors_allow_listed_and_expected_ones() -> None:
     ]
 
 
+def test_unexpected_errors_include_a_success_that_was_expected_to_fail() -> None:
+    wanted_efault = "dma-write pattern=0x12 expect=EFAULT"
+    steps = [
+        CommandResult(wanted_efault, ctl.Step("dma-write", True, {"expected": False})),
+        CommandResult("munmap expect=ok", ctl.Step("munmap", True, {"expected": True})),
+    ]
+    assert verdict.unexpected_errors("a", steps, ["EFAULT"]) == [
+        f"app a: '{wanted_efault}' succeeded, against its expect="
+    ]
+
+
 def test_pair_skips_the_holding_line_and_stops_at_a_kill() -> None:
     run = ctl.parse(
         '{"op":"create","ok":true}\n'
