@@ -58,6 +58,51 @@ _CHECK = re.compile(r"^\s*(==|<=|>=|<|>|!=)?\s*(-?\d+)\s*$")
 SIGNALS = ("KILL", "TERM", "INT", "USR1")
 
 
+#: The commands ``p2pctl`` knows (``run()`` in ``qemu-devices/p2p/p2pctl/p2pctl.c``; a unit
+#: test keeps the two in step): an app or p2pctl step naming another is an error at load time,
+#: not an ``EINVAL`` line in the middle of a run.
+P2PCTL_COMMANDS = frozenset(
+    {
+        "create",
+        "destroy",
+        "info",
+        "mmap",
+        "munmap",
+        "mprotect",
+        "mremap",
+        "fork",
+        "write",
+        "read",
+        "touch",
+        "reg",
+        "dereg",
+        "mrinfo",
+        "dma-write",
+        "dma-read",
+        "dma-wait",
+        "evict",
+        "stats",
+        "hold",
+        "sleep",
+        "mark",
+        "close-exporter",
+        "close-importer",
+        "exit",
+    }
+)
+
+
+def _check_commands(commands: tuple[str, ...]) -> None:
+    """Every word without ``=`` (p2pctl's command words; ``;`` separates too) is a command."""
+    for command in commands:
+        for word in command.replace(";", " ").split():
+            if "=" not in word and word not in P2PCTL_COMMANDS:
+                raise ValueError(
+                    f"{word!r} (in {command!r}) is not a p2pctl command; known: "
+                    + ", ".join(sorted(P2PCTL_COMMANDS))
+                )
+
+
 def _check_name(name: str, what: str) -> None:
     if not _NAME.match(name):
         raise ValueError(
@@ -84,6 +129,7 @@ class App:
                 raise ValueError("do not write 'hold' yourself: use hold: true and a go step")
         if not self.setup and not self.then:
             raise ValueError("an app needs at least one command in setup or then")
+        _check_commands((*self.setup, *self.then))
 
     @property
     def commands(self) -> tuple[str, ...]:
@@ -135,6 +181,9 @@ class P2pctl:
     expect_ok: bool = True
     timeout: float = 60.0
     source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_commands(self.commands)
 
 
 @dataclass(frozen=True)

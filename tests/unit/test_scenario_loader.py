@@ -6,6 +6,7 @@ the documents are in ``tests/data/scenario/`` and the line numbers below are the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,17 @@ import pytest
 from testbed import paths
 from testbed.errors import ConfigError, UnknownNameError
 from testbed.scenario import loader
-from testbed.scenario.model import STEP_KINDS, Aer, App, Outcome, Reset, Unplug, Wait
+from testbed.scenario.model import (
+    P2PCTL_COMMANDS,
+    STEP_KINDS,
+    Aer,
+    App,
+    Outcome,
+    P2pctl,
+    Reset,
+    Unplug,
+    Wait,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "scenario"
 SCENARIOS = paths.PROJECT_ROOT / "scenarios"
@@ -58,6 +69,7 @@ def test_held_app_runs_hold_between_setup_and_then() -> None:
         ("two_kinds.yaml", 3, "steps[0]", "exactly one kind"),
         ("bad_param.yaml", 1, None, "p2p_exporter.NAME"),
         ("hold_in_app.yaml", 3, "steps[0].app", "use hold: true and a go step"),
+        ("unknown_command.yaml", 3, "steps[0].app", "'munmpa' (in 'munmpa') is not a p2pctl"),
         ("bad_counter.yaml", 4, "steps[0].expect", "optional comparison"),
         ("no_steps.yaml", 1, None, "at least one step"),
     ],
@@ -111,3 +123,19 @@ def test_dump_loads_back_to_an_equal_scenario(path: Path) -> None:
     text = loader.dump(scenario)
     assert loader.load_text(text) == scenario
     assert loader.dump(loader.load_text(text)) == text
+
+
+def test_p2pctl_commands_are_the_ones_p2pctl_runs() -> None:
+    """The loader's list and p2pctl's dispatch (``strcmp(op, "...")`` in ``run()``) agree."""
+    source = (paths.PROJECT_ROOT / "qemu-devices/p2p/p2pctl/p2pctl.c").read_text()
+    run = source[source.index("static void run(const struct cmd *c)") :]
+    assert set(re.findall(r'strcmp\(op, "([a-z-]+)"\)', run)) == P2PCTL_COMMANDS
+
+
+def test_app_and_p2pctl_commands_are_checked_word_by_word() -> None:
+    App(setup=("create size=64K; mmap", "mprotect prot=r", "mremap len=4K", "fork dma=1"))
+    P2pctl(commands=("munmap map=1", "stats"))
+    with pytest.raises(ValueError, match=r"'mmapp' .* is not a p2pctl command"):
+        App(setup=("create; mmapp len=4K",))
+    with pytest.raises(ValueError, match=r"'frob' .* is not a p2pctl command"):
+        P2pctl(commands=("frob",))
