@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed import paths
 from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from
+from testbed.errors import TestbedError
 
 if TYPE_CHECKING:
     import pytest
@@ -263,6 +264,14 @@ def main(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # a signal outside pytest's own session loop
             code = pytest.ExitCode.INTERRUPTED
             stop.signum = stop.signum or signal.SIGINT
+        except TestbedError as exc:
+            if stop.signum is None:
+                raise
+            # A fixture's clean-up after the signal failed (the interrupt can cut a guest
+            # connection mid-command): the run was still stopped by the signal, and the
+            # machines' own context managers have shut them down.
+            print(f"testbed: clean-up after the signal: {exc}", file=sys.stderr)
+            code = pytest.ExitCode.INTERRUPTED
         if code == pytest.ExitCode.INTERRUPTED:
             collector.interrupted()
         print()

@@ -6,6 +6,9 @@ The collector is fed real :class:`pytest.TestReport` objects, as pytest would ha
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +17,8 @@ import pytest
 from testbed.cli import parser
 from testbed.cli import run as run_cmd
 from testbed.cli.run import SUITE, Collector, Row, context, pytest_args, table
+from testbed.cli.run import main as run_main
+from testbed.errors import GuestUnreachable
 from testbed.pytest_plugin import settings
 
 pytest_plugins = ["pytester"]
@@ -459,3 +464,34 @@ def test_interrupted_marks_every_running_test() -> None:
         "a": "interrupted",
         "b": "interrupted",
     }
+
+
+def test_a_failed_clean_up_after_a_signal_still_reports_the_signal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pytest catches the KeyboardInterrupt itself, then a fixture finalizer fails (an SSH
+    channel the interrupt cut) and that error leaves pytest.main: still exit 143, table shown."""
+
+    def fake_main(argv: list[str], plugins: list[object]) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises KeyboardInterrupt long before this ends
+        except KeyboardInterrupt:
+            pass
+        raise GuestUnreachable("cannot open an SSH channel for 'echo Y > ...': Unable to open")
+
+    monkeypatch.setattr(pytest, "main", fake_main)
+    args = parser().parse_args(["run"])
+    assert run_main(args) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "clean-up after the signal: cannot open an SSH channel" in err
+    assert "interrupted by SIGTERM" in err
+
+
+def test_a_testbed_error_without_a_signal_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_main(argv: list[str], plugins: list[object]) -> int:
+        raise GuestUnreachable("boom")
+
+    monkeypatch.setattr(pytest, "main", fake_main)
+    with pytest.raises(GuestUnreachable, match="boom"):
+        run_main(parser().parse_args(["run"]))
