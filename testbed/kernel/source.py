@@ -78,14 +78,6 @@ def looks_like_kernel_tree(path: Path) -> list[str]:
     return [m for m in KERNEL_MARKERS if not (path / m).is_file()]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tarball_digest(path: Path, memo_file: Path) -> str:
     """SHA-256 of ``path``, memoised by (path, size, mtime, inode) in ``memo_file``."""
     st = path.stat()
@@ -99,7 +91,8 @@ def tarball_digest(path: Path, memo_file: Path) -> str:
     if entry is not None and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
         return str(entry["sha256"])
     log.info("hashing %s (once; remembered by size and mtime)", path)
-    digest = _sha256_file(path)
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     memo[str(path)] = {"stamp": stamp, "sha256": digest}
     memo_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}")

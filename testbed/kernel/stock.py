@@ -233,7 +233,9 @@ def _fetch_into(entry: Path, packages: list[Package], flavour: str, release: str
         root = work / "root"
         for pkg in packages:
             deb = next(debs.glob(f"{pkg.name}_*.deb"))
-            if _sha256(deb) != pkg.sha256:
+            with deb.open("rb") as f:
+                got = hashlib.file_digest(f, "sha256").hexdigest()
+            if got != pkg.sha256:
                 raise KernelError(f"{deb.name}: checksum differs from apt's record; try again")
             _run(["dpkg-deb", "-x", str(deb), str(root)], f"unpack {deb.name}")
         shutil.rmtree(debs)
@@ -266,14 +268,6 @@ def _download(packages: list[Package], dest: Path) -> None:
             f"apt-get download failed (exit {proc.returncode}): {proc.stderr.strip()}\n"
             "  fix: run 'apt-get update', or pass your own --kernel bzImage --modules DIR"
         )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _retarget_headers(root: Path, release: str) -> None:

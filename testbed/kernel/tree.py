@@ -82,13 +82,11 @@ class _DigestMemo:
         entry = self.known.get(str(path))
         if entry is not None and entry[:3] == stamp:
             return str(entry[3])
-        h = hashlib.sha256()
         with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        self.known[str(path)] = [*stamp, h.hexdigest()]
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        self.known[str(path)] = [*stamp, digest]
         self.changed = True
-        return h.hexdigest()
+        return digest
 
     def save(self) -> None:
         if not self.changed:
