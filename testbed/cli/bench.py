@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.cli.common import accel_from, add_kernel_options, kernel_from
+from testbed.cli.execute import TIMINGS_ENV
 
 if TYPE_CHECKING:
     from testbed.config.schema import Accel
@@ -104,8 +105,11 @@ def poweroff_initramfs(dest: Path) -> Path:
     return dest
 
 
-def timed_process(argv: list[str], log: Path, what: str) -> float:
-    """Seconds from spawning ``argv`` to its exit; raises unless it exits with status 0."""
+def timed_process(
+    argv: list[str], log: Path, what: str, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Monotonic time of spawning ``argv`` and seconds to its exit; raises unless it exits
+    with status 0."""
     from testbed.errors import TestbedError
 
     start = time.monotonic()
@@ -118,6 +122,7 @@ def timed_process(argv: list[str], log: Path, what: str) -> float:
                 stdout=out,
                 stderr=out,
                 timeout=PROCESS_TIMEOUT,
+                env=None if env is None else {**os.environ, **env},
             )
         except subprocess.TimeoutExpired as exc:
             raise TestbedError(f"{what} did not finish within {PROCESS_TIMEOUT:g} s") from exc
@@ -127,7 +132,48 @@ def timed_process(argv: list[str], log: Path, what: str) -> float:
     if proc.returncode != 0:
         tail = "\n  ".join(log.read_text(errors="replace").splitlines()[-15:])
         raise TestbedError(f"{what} exited with {proc.returncode}: {' '.join(argv)}\n  {tail}")
-    return took
+    return start, took
+
+
+#: The phases of one ``testbed exec`` as its user waits for them, each named after the time
+#: stamp that ends it (``testbed exec`` writes its stamps when TESTBED_EXEC_TIMINGS is set).
+EXEC_PHASES = (
+    ("main", "start_imports_s"),  # interpreter start-up, imports, option parsing
+    ("qemu_spawn", "before_qemu_s"),  # kernel lookup, payload, image, accelerator
+    ("kernel_start", "qemu_firmware_s"),  # QEMU start, firmware, kernel+initrd load/unpack
+    ("init_reached", "kernel_to_init_s"),  # kernel boot to the guest's init
+    ("sshd_seen", "init_to_sshd_s"),  # --ssh: NIC modules, sshd start
+    ("ssh_connected", "ssh_connect_s"),  # --ssh: TCP, kex, auth
+    ("command_started", "init_to_command_s"),  # modules, drivers (SSH: uname, checks)
+    ("command_exited", "command_s"),
+    ("down", "shutdown_s"),  # QMP quit, QEMU exit, folders removed
+    ("exit", "process_exit_s"),  # interpreter teardown
+)
+
+
+def exec_phases(stamps: dict[str, float], spawn: float, took: float) -> dict[str, float]:
+    """Seconds per phase of one ``testbed exec`` from its time stamps (host monotonic clock;
+    ``guest_*`` ones are printk times, placed on the host's clock through the marker the host
+    saw last: "command started", or "sshd ready" over SSH). Phases whose stamps are missing
+    are left out; the phases add up to ``took``."""
+    points = {k.removeprefix("vm_"): v for k, v in stamps.items() if not k.startswith("guest_")}
+    points["exit"] = spawn + took
+    anchors = (("command_started", "command started"), ("sshd_seen", "sshd ready"))
+    for host_key, guest_key in anchors:
+        guest_at = stamps.get(f"guest_{guest_key}")
+        if host_key in points and guest_at is not None:
+            kernel_start = points[host_key] - guest_at
+            points["kernel_start"] = kernel_start
+            if "guest_init reached" in stamps:
+                points["init_reached"] = kernel_start + stamps["guest_init reached"]
+            break
+    phases: dict[str, float] = {}
+    last = spawn
+    for key, name in EXEC_PHASES:
+        if key in points:
+            phases[name] = round(max(0.0, points[key] - last), 3)
+            last = max(last, points[key])
+    return phases
 
 
 def testbed_argv(args: argparse.Namespace) -> list[str]:
@@ -327,6 +373,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_in_process:
         keys += ["bare_boot_s", "boot_to_ssh_s", "unplug_s"]
     samples: dict[str, list[float]] = {k: [] for k in keys}
+    load_at_start = os.getloadavg()
     # registered with the reaper: a SIGKILL mid-benchmark leaves no folder behind
     with reaped_tempdir("p2p-testbed-bench-") as folder:
         # A machine never started: it names the QEMU binary and builds the same initramfs
@@ -345,10 +392,17 @@ def main(args: argparse.Namespace) -> int:
         if vng:
             whole["vng_s"] = vng_argv(vng, kernel)
 
+        stamps_file = folder / "exec-timings.json"
+        phases: list[dict[str, float]] = []
+
         def one_round() -> dict[str, float]:
-            got = {
-                key: timed_process(argv, folder / f"{key}.log", key) for key, argv in whole.items()
-            }
+            got: dict[str, float] = {}
+            for key, argv in whole.items():
+                env = {TIMINGS_ENV: str(stamps_file)} if key == "exec_s" else None
+                spawn, got[key] = timed_process(argv, folder / f"{key}.log", key, env)
+                if key == "exec_s":
+                    stamps = json.loads(stamps_file.read_text())
+                    phases.append(exec_phases(stamps, spawn, got[key]))
             if not args.no_in_process:
                 got["bare_boot_s"] = bare_boot(
                     definition, kernel, initrd, choice.accel, qemu, folder
@@ -359,6 +413,7 @@ def main(args: argparse.Namespace) -> int:
             return got
 
         one_round()  # untimed: warms the page cache and the testbed's caches
+        phases.clear()
         for run in range(args.runs):
             got = one_round()
             for key, value in got.items():
@@ -390,6 +445,13 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_in_process:
         result["ratio"] = _paired_ratio(samples["bare_boot_s"], samples["boot_to_ssh_s"])
         result["ratio_of_medians"] = round(medians["boot_to_ssh_s"] / medians["bare_boot_s"], 3)
+    result["exec_phases"] = {
+        name: round(statistics.median(p.get(name, 0.0) for p in phases), 3)
+        for name in dict.fromkeys(n for p in phases for n in p)
+    }
+    # other work on the host slows the guest: 1/5/15-minute load averages, at start and end
+    result["load_average_start"] = [round(x, 2) for x in load_at_start]
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["samples"] = {k: [round(x, 3) for x in v] for k, v in samples.items()}
     if args.json:
         print(json.dumps(result))
@@ -400,6 +462,11 @@ def main(args: argparse.Namespace) -> int:
         if vng:
             line += f"; vng {result['vng_s']:.2f} s, vng_ratio {result['vng_ratio']:.3f}"
         print(line)
+        print(
+            "exec phases:   "
+            + ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in result["exec_phases"].items())
+            + f" (s, medians; load average {result['load_average'][0]:.1f})"
+        )
         if not args.no_in_process:
             print(
                 f"in process:    boot_to_ssh {result['boot_to_ssh_s']:.2f} s, bare_boot "

@@ -37,6 +37,9 @@ class Launch:
     kernel_args: tuple[str, ...] = ()
     name: str = "testbed"
     extra_args: tuple[str, ...] = field(default=())
+    #: ``testbed exec``'s output port: a second serial port (the guest's ttyS1) that QEMU
+    #: writes to this file and the guest cannot read from (:mod:`testbed.guest.execout`)
+    exec_output: Path | None = None
 
 
 def _path(path: Path) -> str:
@@ -111,6 +114,11 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{launch.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
     ]  # fmt: skip
+    if launch.exec_output is not None:
+        argv += [
+            "-chardev", f"file,id=execout,path={_path(launch.exec_output)}",
+            "-serial", "chardev:execout",
+        ]  # fmt: skip
     if spec.hotplug is Hotplug.NATIVE:
         argv += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
     # Every hot-plug capable port gets its own chassis/slot pair, numbered in argv order.
