@@ -42,7 +42,7 @@ from testbed.errors import (
     MachineDied,
     TestbedError,
 )
-from testbed.guest import console, keys
+from testbed.guest import console
 from testbed.guest.console import MarkerWatch, Problem
 from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
 from testbed.kernel.image import Kernel
@@ -53,6 +53,7 @@ from testbed.qemu.qmp import QMP
 
 if TYPE_CHECKING:
     from testbed.guest.execout import Exited, Output
+    from testbed.guest.keys import KeyPair
     from testbed.guest.ssh import SSHShell
     from testbed.qemu.snapshot import Saved
 
@@ -118,8 +119,8 @@ class Machine:
         self._down = False
         self._base: Path | None = None
         self._reaper = Reaper.get()
-        self.client_key: keys.KeyPair | None = None
-        self.host_key: keys.KeyPair | None = None
+        self.client_key: KeyPair | None = None
+        self.host_key: KeyPair | None = None
         #: fetch the guest's dmesg into ``run_dir`` on shutdown (one SSH command more)
         self.collect_dmesg = collect_dmesg
         #: resume this saved guest instead of booting (:mod:`testbed.qemu.snapshot`)
@@ -230,6 +231,8 @@ class Machine:
             overlay = {COMMAND_FILE: (self.exec_command.encode(), 0o600)}
             dirs = {"/root": 0o700}
         else:
+            from testbed.guest import keys  # cryptography: only a machine with sshd needs it
+
             client = keys.client_key(self.private_dir)
             host = keys.guest_host_key(self.private_dir)
             #: the guest trusts this client key and serves this host key (a restored snapshot
@@ -349,6 +352,7 @@ class Machine:
             raise TestbedError("run_exec: the machine was not started with exec_command")
         parser = ExecStreamParser()
         reader = _Tail(self.exec_output)
+        init = MarkerWatch(self.console_log, INIT_MARKER)  # a time stamp for the phases
         boot = self._boot_deadline
         command = Deadline(timeout, "the command")  # restarted when the command starts
         next_check = 0.0
@@ -372,6 +376,8 @@ class Machine:
 
         def done() -> Exited | None:
             nonlocal next_check
+            if "init_seen" not in self.timings and init.seen():
+                self.timings["init_seen"] = time.monotonic()
             if pump() is not None:
                 return ended
             if parser.started:
