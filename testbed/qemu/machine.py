@@ -125,6 +125,8 @@ class Machine:
         self.collect_dmesg = collect_dmesg
         #: resume this saved guest instead of booting (:mod:`testbed.qemu.snapshot`)
         self.restore = restore
+        #: PCI functions whose config space a restore wrote back (QEMU did not migrate them)
+        self.replayed_config: list[str] = []
         #: ``testbed exec``'s command: the guest runs it once booted and sends its output
         #: over the exec port (:meth:`run_exec`); no sshd, no SSH connection
         self.exec_command = exec_command
@@ -462,8 +464,11 @@ class Machine:
         (self.private_dir / "known_hosts").write_text(self._ssh.known_hosts_line())
         self._ssh.watchdog = self.check_alive
         self._ssh.connect(deadline)
-        # the guest's clock went on from the saved moment: bring it to the host's
-        self._ssh.run_check(f"date -u -s @{time.time():.0f} >/dev/null", timeout=deadline.cap(30))
+        # the guest's clock went on from the saved moment: bring it to the host's; and devices
+        # QEMU does not migrate (edu) came back at reset: give them their config space back
+        from testbed.qemu.snapshot import replay_lost_config
+
+        self.replayed_config = replay_lost_config(self._ssh, saved)
         self.timings["boot_to_ssh_s"] = self.timings["ready_s"] = time.monotonic() - t0
         log.info(
             "machine %s restored in %.1f s, ssh port %d",
