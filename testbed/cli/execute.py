@@ -87,9 +87,17 @@ def guest_command(words: list[str]) -> str:
 
 
 def _copy_to(stream: Any) -> Any:
+    closed = False
+
     def write(chunk: bytes) -> None:
-        stream.write(chunk)
-        stream.flush()
+        nonlocal closed
+        if closed:
+            return
+        try:
+            stream.write(chunk)
+            stream.flush()
+        except BrokenPipeError:  # ``testbed exec ... | head``: the rest is not wanted
+            closed = True
 
     return write
 
