@@ -32,6 +32,7 @@ idle edu has anyway (the snapshot is taken between tests).
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import shutil
 import time
@@ -129,31 +130,40 @@ def save(vm: Machine, folder: Path, deadline: Deadline) -> Saved:
     )
 
 
-#: prints "ADDRESS HEX HEX ..." per PCI function: its first 256 config bytes, as QEMU has them
-CONFIG_DUMP = (
-    "for d in /sys/bus/pci/devices/*; do "
-    'echo "${d##*/} $(od -An -tx1 -v -N256 "$d/config" | tr -d "\\n")"; done'
-)
+def config_dump(addresses: str = "*") -> str:
+    """Shell printing, per PCI function, its address and then its first 256 config bytes as
+    QEMU has them, in hex (od's lines): one ``od`` per function and nothing else, as every
+    process costs the guest milliseconds under TCG."""
+    return (
+        f"for d in /sys/bus/pci/devices/{addresses}; do "
+        'printf "%s\\n" "${d##*/}"; od -An -tx1 -v -N256 "$d/config"; done'
+    )
+
+
+CONFIG_DUMP = config_dump()
+_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+_BYTE = re.compile(r"[0-9a-f]{2}")
 _COMMAND = 0x04  #: the command register (2 bytes)
 _DECODE_BITS = 0x0007  #: I/O space, memory space, bus master
 _BARS = slice(0x10, 0x28)
 
 
 def parse_config_dump(text: str) -> dict[str, bytes]:
-    """``CONFIG_DUMP``'s output as {address: config bytes}; lines that do not parse raise."""
-    found: dict[str, bytes] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        address, _, hexdump = line.strip().partition(" ")
-        try:
-            data = bytes.fromhex(hexdump)
-        except ValueError as exc:
-            raise SnapshotError(f"cannot parse the guest's config dump line {line!r}") from exc
-        if len(data) < 0x40 or len(data) > 256:
+    """:func:`config_dump`'s output as {address: config bytes}: an address, then its bytes
+    in hex; anything else raises, as does a function with fewer than 64 or more than 256."""
+    found: dict[str, bytearray] = {}
+    current: bytearray | None = None
+    for token in text.split():
+        if _ADDRESS.fullmatch(token):
+            current = found[token] = bytearray()
+        elif _BYTE.fullmatch(token) and current is not None:
+            current.append(int(token, 16))
+        else:
+            raise SnapshotError(f"cannot parse the guest's config dump at {token!r}")
+    for address, data in found.items():
+        if not 0x40 <= len(data) <= 256:
             raise SnapshotError(f"config dump of {address}: {len(data)} bytes (64..256 expected)")
-        found[address] = data
-    return found
+    return {address: bytes(data) for address, data in found.items()}
 
 
 def _command(config: bytes) -> int:
@@ -207,7 +217,8 @@ def replay_lost_config(shell: GuestShell, saved: Saved) -> list[str]:
     if not lost:
         return lost
     replay = " && ".join(replay_command(a, before[a]) for a in lost)
-    again = parse_config_dump(shell.run_check(f"{replay} && {{ {CONFIG_DUMP}; }}").stdout)
+    check = " ".join(f"{{ {config_dump(a)}; }}" for a in lost)
+    again = parse_config_dump(shell.run_check(f"{replay} && {check}").stdout)
     still = lost_config({a: before[a] for a in lost}, again)
     if still:
         raise SnapshotError(

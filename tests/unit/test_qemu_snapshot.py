@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.qemu import snapshot
 from testbed.qemu.snapshot import SnapshotError, lost_config, parse_config_dump, replay_command
 
 EDU = "0000:02:00.0"
@@ -28,18 +29,37 @@ EXPORTER = "0000:01:00.0"
 IVSHMEM = bytes.fromhex("f41a1011 03010000 01000005" + "00" * 52)
 
 
-def dump_line(address: str, config: bytes) -> str:
-    return address + " " + " ".join(f"{b:02x}" for b in config)
+def dump_lines(address: str, config: bytes) -> str:
+    """What ``config_dump`` prints for one function: the address, then od's lines."""
+    rows = [" ".join(f"{b:02x}" for b in config[i : i + 16]) for i in range(0, len(config), 16)]
+    return "\n".join([address, *rows]) + "\n"
 
 
 def test_the_dump_parses_into_bytes_per_address() -> None:
-    text = dump_line(EDU, SAVED) + "\n\n" + dump_line(EXPORTER, IVSHMEM) + "\n"
+    text = dump_lines(EDU, SAVED) + dump_lines(EXPORTER, IVSHMEM)
     assert parse_config_dump(text) == {EDU: SAVED, EXPORTER: IVSHMEM}
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox not installed")
+def test_the_dump_command_run_by_busybox_parses_back(tmp_path: Path) -> None:
+    for address, config in ((EDU, SAVED), (EXPORTER, IVSHMEM + bytes(192))):
+        (tmp_path / address).mkdir()
+        (tmp_path / address / "config").write_bytes(config + b"\xff" * 3840)  # PCIe: 4 KiB
+    command = snapshot.config_dump().replace("/sys/bus/pci/devices", str(tmp_path))
+    out = subprocess.run(
+        ["busybox", "sh", "-c", command], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert parse_config_dump(out) == {EDU: SAVED, EXPORTER: IVSHMEM + bytes(192)}
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [(f"{EDU} 34 12 zz", "cannot parse"), (f"{EDU} 34 12", "2 bytes"), (EDU, "0 bytes")],
+    [
+        (f"{EDU} 34 12 zz", "cannot parse the guest's config dump at 'zz'"),
+        ("34 12", "at '34'"),
+        (f"{EDU} 34 12", "2 bytes"),
+        (EDU, "0 bytes"),
+    ],
 )
 def test_a_dump_line_that_does_not_parse_is_an_error(line: str, message: str) -> None:
     with pytest.raises(SnapshotError, match=message):
