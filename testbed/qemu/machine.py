@@ -130,6 +130,8 @@ class Machine:
         #: ``testbed exec``'s command: the guest runs it once booted and sends its output
         #: over the exec port (:meth:`run_exec`); no sshd, no SSH connection
         self.exec_command = exec_command
+        if exec_command is not None:  # no sshd, no NIC: a smaller image, fewer modules
+            self.image = dataclasses.replace(self.image, sshd=False, net_modules=())
         self._boot_deadline: Deadline | None = None
 
     # -- context manager -------------------------------------------------------------------
