@@ -220,6 +220,12 @@ def _key(kind: str, *identities: tuple[str, int, int, int]) -> str:
     return kind + "|" + "|".join(":".join(str(x) for x in i) for i in identities)
 
 
+def remembered(kind: str, files: Iterable[Path], compute: Callable[[], str]) -> str:
+    """``compute()``, remembered across processes while ``files`` stay the same (the probe
+    memo above); e.g. a compiler's ``--version``, keyed by its executables."""
+    return str(_MEMO.get(_key(kind, *(_identity(f) for f in files)), compute))
+
+
 @functools.lru_cache(maxsize=4096)
 def _digest(identity: tuple[str, int, int, int]) -> str:
     def compute() -> str:

@@ -93,6 +93,12 @@ def test_bench_prints_one_json_object_with_the_figures(testbed_settings: Setting
     # one run: the paired ratio is that run's, the same as the ratio of the (single) medians
     assert abs(result["exec_ratio"] - result["exec_s"] / result["bare_s"]) < 0.01
     assert result["exec_ratio"] == result["exec_ratio_of_medians"]
+    assert result["exec_ratio"] == result["exec_ratio_of_minimums"]
+    # where the exec's time went: the phases add up to the whole process
+    phases = result["exec_phases"]
+    assert {"start_imports_s", "qemu_to_init_s", "init_to_command_s", "command_s"} <= set(phases)
+    assert abs(sum(phases.values()) - result["exec_s"]) < 0.02
+    assert len(result["load_average"]) == 3
     assert abs(result["ratio"] - result["boot_to_ssh_s"] / result["bare_boot_s"]) < 0.01
     assert result["ratio"] == result["ratio_of_medians"]
     # the whole process includes a boot: it cannot take less than the floor's kernel start

@@ -18,13 +18,14 @@ import errno
 import functools
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 from testbed import paths
 from testbed.errors import DependencyError, ImageError
-from testbed.guest.initramfs import GuestFile
+from testbed.guest.initramfs import GuestFile, remembered
 
 HERE = Path(__file__).parent
 #: tools built static with musl-gcc (run on every boot, before the guest is ready)
@@ -33,16 +34,32 @@ _MUSL = "musl-gcc"
 
 
 @functools.lru_cache(maxsize=8)
-def _compiler_id(cc: str) -> str:
+def compiler_version(cc: str) -> str:
+    """The first line of ``cc --version``, remembered across processes while the compiler's
+    executables (``cc`` and gcc, which musl-gcc runs) are unchanged: asking costs every
+    command that boots a guest a few compiler runs before QEMU can start."""
+    found = shutil.which(cc)
+    if found is None:
+        package = "musl-tools" if cc == _MUSL else "gcc"
+        raise DependencyError(f"{cc} not found; install it with 'apt-get install {package}'")
+    gcc = shutil.which("gcc")
+    files = [Path(found).resolve(), *([Path(gcc).resolve()] if gcc else [])]
+    return remembered("cc-version", files, lambda: _ask_version(cc))
+
+
+def _ask_version(cc: str) -> str:
     try:
-        return subprocess.run(
+        out = subprocess.run(
             [cc, "--version"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.splitlines()[0]
+        ).stdout
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise DependencyError(f"'{cc} --version' failed: {exc}") from exc
     except FileNotFoundError as exc:
         package = "musl-tools" if cc == _MUSL else "gcc"
         raise DependencyError(
             f"{cc} not found; install it with 'apt-get install {package}'"
         ) from exc
+    return out.splitlines()[0] if out else cc
 
 
 def build_tool(
@@ -54,7 +71,7 @@ def build_tool(
     if static:
         cc, flags = _MUSL, [*flags, "-static", "-s"]
     h = hashlib.sha256(source.read_bytes())
-    h.update(_compiler_id(cc).encode())
+    h.update(compiler_version(cc).encode())
     h.update(" ".join(flags).encode())
     for inc in include_dirs:
         for header in sorted(inc.glob("*.h")):
