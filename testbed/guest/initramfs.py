@@ -201,13 +201,16 @@ class _ProbeMemo:
         return entries[key]
 
     def save(self) -> None:
+        """Write the memo, keeping only entries whose files are still as they were (rebuilt
+        modules, upgraded libraries and the like would otherwise pile up)."""
         if not self._changed or self._known is None:
             return
+        live = {key: value for key, value in self._known.items() if _still_there(key)}
         folder = self.path.parent
         with paths.cache_writes(folder, "the host probe memo"):
             folder.mkdir(parents=True, exist_ok=True)
             partial = folder / f".{self.path.name}.{os.getpid()}"
-            partial.write_text(json.dumps(self._known))
+            partial.write_text(json.dumps(live))
             os.replace(partial, self.path)
         self._changed = False
 
@@ -218,6 +221,18 @@ _LOADER_CACHE = Path("/etc/ld.so.cache")
 
 def _key(kind: str, *identities: tuple[str, int, int, int]) -> str:
     return kind + "|" + "|".join(":".join(str(x) for x in i) for i in identities)
+
+
+def _still_there(key: str) -> bool:
+    """Whether every file a memo key names still has the identity recorded in it."""
+    for part in key.split("|")[1:]:
+        path = part.rsplit(":", 3)[0]  # path:ino:size:mtime; the path may hold ':'
+        try:
+            if ":".join(str(x) for x in _identity(Path(path))) != part:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def remembered(kind: str, files: Iterable[Path], compute: Callable[[], str]) -> str:

@@ -7,6 +7,7 @@ memory and read back with GNU cpio. Nothing here needs busybox, dropbear or a re
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import stat
@@ -357,6 +358,7 @@ def test_shared_libraries_parses_ldd(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+@pytest.mark.skipif(not Path("/etc/ld.so.cache").is_file(), reason="no loader cache to key on")
 def test_ldd_is_remembered_across_processes_until_the_binary_changes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -380,6 +382,14 @@ def test_ldd_is_remembered_across_processes_until_the_binary_changes(
     binary.write_bytes(b"\x7fELF version 2")  # another size: another identity
     initramfs.shared_libraries(binary)
     assert len(calls) == 2
+    # saved again: the entry of the binary as it was is dropped, only the live one is kept
+    initramfs._MEMO.save()
+    kept = json.loads(initramfs._MEMO.path.read_text())
+    assert [k for k in kept if str(binary) in k] == [
+        initramfs._key(
+            "ldd", initramfs._identity(binary), initramfs._identity(Path("/etc/ld.so.cache"))
+        )
+    ]
 
 
 def test_shared_libraries_failure_is_an_image_error(monkeypatch: pytest.MonkeyPatch) -> None:
