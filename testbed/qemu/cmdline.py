@@ -31,7 +31,9 @@ class Launch:
     kernel: Path
     initrd: Path
     console_log: Path
-    qmp_socket: Path
+    #: QMP's socket; None for ``testbed exec``'s machine, which needs no monitor: a panic
+    #: then ends QEMU (``-action panic=exit-failure``) instead of pausing it
+    qmp_socket: Path | None
     backing_dir: Path  #: where the BAR backing files live
     ssh_port: int = 0  #: host port forwarded to the guest's sshd; 0 lets QEMU pick
     kernel_args: tuple[str, ...] = ()
@@ -104,9 +106,14 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
         "-append", " ".join((*BASE_KERNEL_ARGS, *spec.kernel_args, *launch.kernel_args)),
         "-chardev", f"file,id=console,path={_path(launch.console_log)}",
         "-serial", "chardev:console",
-        "-chardev", f"socket,id=qmp,path={_path(launch.qmp_socket)}",
-        "-mon", "chardev=qmp,mode=control",
-        "-action", "panic=pause",
+    ]  # fmt: skip
+    if launch.qmp_socket is not None:
+        argv += [
+            "-chardev", f"socket,id=qmp,path={_path(launch.qmp_socket)}",
+            "-mon", "chardev=qmp,mode=control",
+        ]  # fmt: skip
+    argv += [
+        "-action", "panic=pause" if launch.qmp_socket is not None else "panic=exit-failure",
         "-action", "reboot=shutdown",
         "-device", "pvpanic-pci",
         # restrict=on: the guest (an untrusted kernel) reaches nothing on the host or beyond;

@@ -49,12 +49,12 @@ from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
 from testbed.qemu.process import QemuProcess, Reaper, find_qemu, new_reaped_dir
-from testbed.qemu.qmp import QMP
 
 if TYPE_CHECKING:
     from testbed.guest.execout import Exited, Output
     from testbed.guest.keys import KeyPair
     from testbed.guest.ssh import SSHShell
+    from testbed.qemu.qmp import QMP
     from testbed.qemu.snapshot import Saved
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,8 @@ class Machine:
     @property
     def qmp(self) -> QMP:
         if self._qmp is None:
+            if self.exec_command is not None:
+                raise MachineDied("a testbed exec machine has no QMP monitor")
             raise MachineDied("the machine is not running")
         return self._qmp
 
@@ -254,7 +256,8 @@ class Machine:
             kernel=self.kernel.image,
             initrd=initrd,
             console_log=self.console_log,
-            qmp_socket=self.private_dir / "qmp.sock",
+            # exec: no monitor (asyncio and the QMP client cost ~30 ms before QEMU starts)
+            qmp_socket=None if self.exec_command is not None else self.private_dir / "qmp.sock",
             backing_dir=self.run_dir,
             kernel_args=self.kernel_args,
             name=f"testbed-{self.spec.name}",
@@ -264,6 +267,12 @@ class Machine:
         self.argv = cmdline.build_argv(self.definition, launch)
         (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
         self.console_log.unlink(missing_ok=True)
+
+        if launch.qmp_socket is None:
+            self.timings["qemu_spawn"] = time.monotonic()
+            self.process = QemuProcess(self.argv, self.run_dir / "qemu-stderr.log")
+            return  # the guest boots and runs the command: run_exec() follows it
+        from testbed.qemu.qmp import QMP
 
         self._qmp = QMP(self.run_dir / "qmp.log", name=self.spec.name)
         self._qmp.listen(launch.qmp_socket)
@@ -275,8 +284,6 @@ class Machine:
         except TestbedError as exc:
             raise proc.launch_error(f"QEMU did not start: {exc}") from exc
         self.timings["qmp_ready"] = time.monotonic()
-        if self.exec_command is not None:
-            return  # the guest boots and runs the command: run_exec() follows it
         try:
             self.ssh_port = self._forwarded_port()
         except MachineDied:
@@ -441,6 +448,8 @@ class Machine:
         self.argv += ["-incoming", f"exec:cat {shlex.quote(str(saved.state))}"]
         (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
         self.console_log.unlink(missing_ok=True)
+        from testbed.qemu.qmp import QMP
+
         self._qmp = qmp = QMP(self.run_dir / "qmp.log", name=self.spec.name)
         qmp.listen(self.private_dir / "qmp.sock")
         self.process = proc = QemuProcess(self.argv, self.run_dir / "qemu-stderr.log")
@@ -572,11 +581,13 @@ class Machine:
         if self.process is not None and self.process.poll() is not None and not self._down:
             early = console.check(self.console_text()).of(Problem.PANIC)
             if early:
-                # panic=-1 + reboot=shutdown: a panic before pvpanic was loaded ends QEMU.
+                # panic=-1 + reboot=shutdown: a panic before pvpanic was loaded ends QEMU; so
+                # does any panic on an exec machine (panic=exit-failure, no QMP to report it)
+                when = "" if self._qmp is None else " before the pvpanic driver was loaded"
                 raise GuestPanic(
-                    "the guest kernel panicked before the pvpanic driver was loaded (QEMU "
-                    f"exited with code {self.process.poll()}); console "
-                    f"({self.console_log}):\n  " + "\n  ".join(early[0].excerpt)
+                    f"the guest kernel panicked{when} (QEMU exited with code "
+                    f"{self.process.poll()}); console ({self.console_log}):\n  "
+                    + "\n  ".join(early[0].excerpt)
                 )
             raise MachineDied(
                 f"QEMU exited with code {self.process.poll()}\n"
