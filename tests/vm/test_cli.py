@@ -397,3 +397,45 @@ def test_exec_boots_a_built_kernel_tree(testbed_settings: Settings, tmp_path: Pa
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == release
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_exec_stopped_mid_command_leaves_no_qemu_or_files(
+    tmp_path: Path, testbed_settings: Settings, how: signal.Signals
+) -> None:
+    """Ctrl-C (or a CI cancel's SIGTERM, handled like Ctrl-C: exit 130 either way) while the
+    guest runs the command: QEMU and its BAR file are gone -- without QMP on an exec machine."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [TESTBED, "exec", "--run-dir", str(run_dir), *_accel(testbed_settings), "--",
+         "echo started; sleep 120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"started\n", proc.stderr.read()
+        bar = run_dir / "gpu-exporter.bar"
+        assert bar.is_file()
+        qemu = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and str(run_dir).encode() in _cmdline(p)
+        ]
+        assert qemu, "no QEMU process names the run folder"
+        proc.send_signal(how)
+        assert proc.wait(timeout=30) == 130
+        assert not [pid for pid in qemu if Path(f"/proc/{pid}").exists()], "QEMU left running"
+        assert not bar.exists(), "the BAR backing file must be removed"
+        assert (run_dir / "console.log").is_file(), "artifacts stay"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
