@@ -171,6 +171,7 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = Non
         key=key,
     )
     if all(ko.is_file() for ko in result.modules):
+        paths.mark_used(out)
         return result
 
     with paths.cache_writes(out, "the P2P guest modules"):

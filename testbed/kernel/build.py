@@ -138,8 +138,11 @@ def entry_dir(request: Request) -> Path:
 
 
 def cached(request: Request) -> Kernel | None:
-    """The built kernel for ``request``, if its cache entry is complete."""
-    return _load_entry(entry_dir(request))
+    """The built kernel for ``request``, if its cache entry is complete (marked used)."""
+    kernel = _load_entry(entry_dir(request))
+    if kernel is not None:
+        paths.mark_used(entry_dir(request))
+    return kernel
 
 
 def _load_entry(entry: Path) -> Kernel | None:
@@ -384,6 +387,7 @@ def _build_locked(request: Request, work: Path, jobs: int, progress: Progress) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{request.key()}-", dir=entries))
     tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
     work.mkdir(parents=True, exist_ok=True)
+    paths.mark_used(work)
     log_file = work / "build.log"  # outside the entry: kept when the build fails
     log_file.write_bytes(b"")
     try:
