@@ -406,9 +406,15 @@ def _check_kselftests(args: argparse.Namespace, kernel: Any) -> None:
     (a TestbedError here is one line and exit 2, in seconds, naming the kernel and the fix)."""
     from testbed.config.kselftests import load_kselftest
     from testbed.kselftest import guest
+    from testbed.kselftest.build import build_program
 
     for path in kselftest_paths(args):
         spec = load_kselftest(path)
-        guest.request_for(args.kernel, spec)
+        request = guest.request_for(args.kernel, spec)
         if kernel is not None:
             guest.check_kernel(spec, kernel, args.kernel)
+        # built (or found in the cache) and listed here, so that pytest's collection finds it
+        # ready: a compile error is this command's error, not a collection error
+        program = build_program(spec, request)
+        how = f"built in {program.build_seconds:.1f} s" if program.build_seconds else "cached"
+        print(f"testbed: kselftest {spec.name}: {len(program.tests)} tests ({how})")

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed.config.loader import load_dataclass
+from testbed.config.loader import FieldError, load_dataclass
 from testbed.errors import ConfigError, UnknownNameError
 
 _NAME = re.compile(r"^[a-z0-9_-]+/[A-Za-z0-9_.-]+$")
@@ -46,20 +46,22 @@ class KselftestSpec:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ValueError(f"name {self.name!r} must be <dir>/<program>, e.g. mm/hmm-tests")
+            raise FieldError(
+                f"name {self.name!r} must be <dir>/<program>, e.g. mm/hmm-tests", "name"
+            )
         if not self.file.startswith("tools/testing/selftests/") or not self.file.endswith(".c"):
-            raise ValueError(f"file {self.file!r} must be a tools/testing/selftests/ .c file")
-        for option in self.config:
+            raise FieldError(f"{self.file!r} must be a tools/testing/selftests/ .c file", "file")
+        for i, option in enumerate(self.config):
             if not _OPTION.match(option):
-                raise ValueError(f"config: {option!r} is not a CONFIG_ option name")
-        for arg in self.kernel_args:
+                raise FieldError(f"{option!r} is not a CONFIG_ option name", "config", i)
+        for i, arg in enumerate(self.kernel_args):
             if not _KERNEL_ARG.match(arg):
-                raise ValueError(f"kernel_args: {arg!r} is not a plain name=value argument")
-        for lib in self.libraries:
-            if not re.fullmatch(r"[A-Za-z0-9_+-]+", lib):
-                raise ValueError(f"libraries: {lib!r} is not a library name (as in -l<name>)")
+                raise FieldError(f"{arg!r} is not a plain name=value argument", "kernel_args", i)
+        for i, lib in enumerate(self.libraries):
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_+-]*", lib):
+                raise FieldError(f"{lib!r} is not a library name (as in -l<name>)", "libraries", i)
         if not self.timeout > 0:
-            raise ValueError(f"timeout must be positive, got {self.timeout}")
+            raise FieldError(f"timeout must be positive, got {self.timeout}", "timeout")
 
     @property
     def program(self) -> str:

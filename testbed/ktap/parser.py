@@ -171,8 +171,12 @@ class _Reader:
                 self.pos += 1
                 continue
             structural = line.kind in _STRUCTURAL and not line.truncated
-            if structural and line.indent < indent and not top:
-                break  # the parent's line (typically its result line for this suite)
+            # A shallower KTAP line -- structural, or a '#' diagnostic such as KUnit's suite
+            # totals -- is the parent's (typically its result line for this suite); other
+            # shallower text (a kernel console line) is this level's diagnostic.
+            shallower = structural or line.kind is _Kind.DIAG
+            if shallower and line.indent < indent and not top:
+                break
             if structural and line.indent > indent and (results or plan is not None or version):
                 if nested is not None:
                     results.append(self._orphan(nested, expected, pending, "the next subtests"))
