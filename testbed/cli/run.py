@@ -121,7 +121,7 @@ def context(facts: dict[str, set[str]]) -> str:
 
 def table(rows: list[Row], facts: dict[str, set[str]] | None = None) -> str:
     # claims in order, then the other tests, each group in the order they ran
-    rows = sorted(rows, key=lambda r: int(r.claim[5:]) if r.claim != "-" else 1 << 30)
+    rows = sorted(rows, key=lambda r: int(r.claim[5:]) if _CLAIM.fullmatch(r.claim) else 1 << 30)
     head = ("claim", "test", "result", "seconds")
     cells = [(r.claim, r.test, r.result, f"{r.seconds:.1f}") for r in rows]
     widths = [

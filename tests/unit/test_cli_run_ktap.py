@@ -104,3 +104,15 @@ def test_kselftest_replaces_the_suite_unless_p2p_is_given() -> None:
 def test_unknown_kselftest_is_a_usage_error_listing_the_known() -> None:
     with pytest.raises(UnknownNameError, match="known: mm/hmm-tests"):
         pytest_args(args("--kselftest", "mm/hmm"))
+
+
+def test_table_lists_kselftest_rows_after_the_claims() -> None:
+    from testbed.cli.run import table
+
+    text = table(list(run_rows().rows.values()))
+    lines = text.splitlines()
+    claims = [i for i, ln in enumerate(lines) if ln[:6] in ("claim1", "claim7")]
+    kself = [i for i, ln in enumerate(lines) if ln.startswith("kselftest")]
+    assert len(claims) == 2 and len(kself) == 5
+    assert max(claims) < min(kself)
+    assert any("hmm-tests.hmm.hmm_device_coherent.open_close  skipped" in ln for ln in lines)
