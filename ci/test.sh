@@ -2,7 +2,8 @@
 # The project's own checks: lint, types, guest kernels built from source, then every test (unit
 # tests of the pure logic, the kernel-build tests, the tests that boot real QEMU guests, the
 # reference P2P suite on the stock kernel), the installed wheel (ci/wheel-test.sh), then the
-# reference suite again on the patched kernel (both topologies) and the RFC as posted.
+# reference suite again on the patched kernel (both topologies) and the RFC as posted, and
+# upstream's hmm-tests kselftest on the hmm kernel.
 #
 #   ci/test.sh [PYTEST ARGS...]     e.g. ci/test.sh -k unplug --testbed-keep-artifacts
 set -eu
@@ -54,4 +55,14 @@ if [ "$posted" -ne 1 ] || ! grep -q "test_rfc_device_test_p2p_allows_what_upstre
 else
     echo "ci/test.sh: as expected, the as-posted series fails the RFC policy test"
 fi
+# Upstream's hmm-tests (tools/testing/selftests/mm) on the hmm kernel (base + hmm.config; its
+# own O= tree: ~15-25 min the first time on 2 cores, cached after), built static from the same
+# source; every test the program printed must be in the JUnit file with the same status.
+echo "== kselftest mm/hmm-tests on the hmm kernel"
+.venv/bin/testbed kernel build hmm || rc=$?
+kself=testbed-artifacts/kselftest
+.venv/bin/testbed run --kernel hmm --kselftest mm/hmm-tests --artifacts "$kself" \
+    --junit "$kself/hmm-tests.xml" --ktap "$kself/hmm-tests.ktap" || rc=$?
+ci/check-kselftest-junit.py "$kself/kselftest-mm-hmm-tests/hmm-tests.tap" \
+    "$kself/hmm-tests.xml" hmm-tests --expect-total 58 || rc=$?
 exit "$rc"

@@ -4,7 +4,8 @@ The program is compiled from the very tree the named kernel was built from (its 
 ``kbuild/work/``, with the kernel's patch series applied: :func:`testbed.kernel.build.
 source_tree`), the way the facts file measured it::
 
-    gcc -O2 -I<src> -I<src>/tools/include -static hmm-tests.c -lrt -lpthread -lm
+    cd <src> && gcc -O2 -I. -Itools/include -static -o OUT \
+        tools/testing/selftests/mm/hmm-tests.c -lrt -lpthread -lm
 
 and cached under ``~/.cache/p2p-testbed/kselftests/<key>/<program>``. The key hashes the
 source's identity, every patch of the series, the compiler's version, the spec's file and
@@ -36,7 +37,7 @@ from testbed.kernel import build as kbuild
 log = logging.getLogger(__name__)
 
 #: bump when the compile command changes in a way that changes the binary
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 BUILD_TIMEOUT = 600.0
 LIST_TIMEOUT = 30.0
 #: what ``-l`` prints first (kselftest_harness.h, test_harness_list_tests)
@@ -75,17 +76,19 @@ def cache_key(spec: KselftestSpec, request: kbuild.Request) -> str:
     return h.hexdigest()[:20]
 
 
-def compile_argv(src: Path, spec: KselftestSpec, out: Path) -> list[str]:
-    """The gcc command: static, the tree's own headers first (uapi of the tested driver)."""
+def compile_argv(spec: KselftestSpec, out: Path) -> list[str]:
+    """The gcc command, run in the source tree: static, the tree's own headers first (the
+    tested driver's uapi). Relative paths, so the harness's ``file:line`` in a failure reads
+    ``tools/testing/selftests/...``, not a cache folder."""
     return [
         "gcc",
         "-O2",
-        f"-I{src}",
-        f"-I{src / 'tools/include'}",
+        "-I.",
+        "-Itools/include",
         "-static",
         "-o",
         str(out),
-        str(src / spec.file),
+        spec.file,
         *(f"-l{lib}" for lib in spec.libraries),
     ]
 
@@ -123,11 +126,16 @@ def _compile(spec: KselftestSpec, request: kbuild.Request, folder: Path, binary:
             )
         fd, partial = tempfile.mkstemp(dir=folder, prefix=f".{spec.program}-")
         os.close(fd)
-        argv = compile_argv(src, spec, Path(partial))
+        argv = compile_argv(spec, Path(partial))
         log.info("building kselftest %s from %s", spec.name, request.describe())
         try:
             proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False
+                argv,
+                cwd=src,
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT,
+                check=False,
             )
         except FileNotFoundError as exc:
             raise DependencyError("gcc not found; run ci/setup.sh") from exc

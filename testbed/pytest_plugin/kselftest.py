@@ -169,6 +169,7 @@ class _Item(pytest.Item):
         #: keeps a program's items together (one guest) in shards and on xdist workers
         self.testbed_group = self.parent.nodeid
         self.user_properties.append(("kselftest", self.parent.spec.name))
+        self.user_properties.append(("machine", from_config(self.config).machine))
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
