@@ -183,6 +183,7 @@ class _Reader:
                     problems.append(
                         Problem(line.number, f"subtests {nested.name!r} have no result line")
                     )
+                    first_seen.setdefault(expected, line.number)
                     expected += 1
                     pending = []
                 nested = self.suite(line.indent, top=False)

@@ -98,6 +98,10 @@ class KselftestFile(pytest.File):
                 self._outcome = self._run()
             except TestbedError as exc:
                 self._outcome = KselftestError(f"kselftest {self.spec.name} did not run: {exc}")
+            except Exception as exc:  # a bug or the host: still one attempt, not one per item
+                self._outcome = KselftestError(
+                    f"kselftest {self.spec.name} did not run: {type(exc).__name__}: {exc}"
+                )
         if isinstance(self._outcome, KselftestError):
             raise KselftestFailure(str(self._outcome))
         return self._outcome
