@@ -3,8 +3,9 @@ stream goes wrong (a crash mid-run, a truncated last line, duplicated and out-of
 kernel console lines interleaved, a bail-out), nesting, and the writer's round trip.
 
 ``data/ktap/hmm-tests.tap`` is what ``hmm-tests`` printed in a guest of the ``hmm`` kernel
-(Linux 6.12, ``testbed run --kernel hmm --kselftest mm/hmm-tests``); the crash and truncated
-copies are derived from it here, so they stay in step with it.
+(Linux 6.12, ``testbed run --kernel hmm --kselftest mm/hmm-tests``), ``hmm-tests-on-base.tap``
+the same on the ``base`` kernel (four failures); ``hmm-tests-crash.tap`` and
+``hmm-tests-truncated.tap`` are derived from the first (a test checks they are its prefixes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ DATA = Path(__file__).parent / "data" / "ktap"
 HMM = (DATA / "hmm-tests.tap").read_text()
 #: the same program on the base kernel (TEST_HMM but no madvise, hugetlbfs, THP on madvise)
 ON_BASE = (DATA / "hmm-tests-on-base.tap").read_text()
+#: derived from HMM: the program's output up to the RUN line of test 21, then a console Oops
+CRASH = (DATA / "hmm-tests-crash.tap").read_text()
+#: derived from HMM: cut in the middle of result 31's line (no newline at the end)
+TRUNCATED = (DATA / "hmm-tests-truncated.tap").read_text()
 OOPS = (
     "[   41.337000] BUG: kernel NULL pointer dereference, address: 0000000000000008\n"
     "[   41.337100] Oops: 0000 [#1] PREEMPT SMP NOPTI\n"
@@ -111,16 +116,26 @@ def crashed_copy(after: int) -> str:
     raise AssertionError(f"fewer than {after} results")
 
 
+def test_derived_copies_are_prefixes_of_the_capture() -> None:
+    crash = CRASH[: CRASH.index("[   41.337000]")]
+    assert HMM.startswith(crash) and crash.endswith("hmm.hmm_device_private.compound ...\n")
+    assert HMM.startswith(TRUNCATED) and not TRUNCATED.endswith("\n")
+
+
 def test_crash_mid_run_reports_every_missing_result_as_an_error_with_the_crash_text() -> None:
-    suite = ktap.parse(crashed_copy(20))
+    suite = ktap.parse(CRASH)
     assert len(suite.results) == 58
     given, missing = suite.results[:20], suite.results[20:]
     assert [c.number for c in missing] == list(range(21, 59))
-    assert all(c.ok is None and c.status is Status.ERROR for c in missing)
+    assert all(c.ok is None and c.status is Status.ERROR and c.name == "" for c in missing)
     assert "the stream ended after test 20" in missing[0].reason
     assert "20 of 58 results given" in missing[0].reason
-    assert any("Oops: 0000" in d for d in missing[0].diagnostics)
-    assert "Killed" in missing[0].diagnostics
+    # what followed the last result -- the RUN line of the test that crashed, then the
+    # console's Oops -- stays with the first missing result, verbatim
+    assert missing[0].diagnostics[0] == " RUN           hmm.hmm_device_private.compound ..."
+    assert "[   41.337200] Oops: 0000 [#1] PREEMPT SMP NOPTI" in missing[0].diagnostics
+    assert "[   41.337400] Kernel panic - not syncing: Fatal exception" in missing[0].diagnostics
+    assert all(c.diagnostics == () for c in missing[1:])
     assert suite.counts()[Status.ERROR] == 38
     assert all(c.ok is not None for c in given)
     assert [str(p) for p in suite.problems] == [
@@ -131,16 +146,21 @@ def test_crash_mid_run_reports_every_missing_result_as_an_error_with_the_crash_t
 
 
 def test_a_truncated_last_line_is_never_taken_as_a_result() -> None:
-    full = crashed_copy(31).split("#  RUN           next")[0]
-    cut = full.rstrip("\n")
-    cut = cut[: cut.rindex("\n") + 1] + cut[cut.rindex("\n") + 1 :][:18]  # "ok 31 hmm.hmm_dev"
-    suite = ktap.parse(cut)
-    assert not cut.endswith("\n") and cut.rsplit("\n", 1)[1].startswith("ok 31 ")
-    assert suite.results[30].ok is None  # 31 is missing, not passed under a cut name
-    assert suite.results[29].status is Status.PASS or suite.results[29].status is Status.SKIP
-    assert any("truncated last line" in str(p) for p in suite.problems)
-    assert cut.rsplit("\n", 1)[1] in suite.results[30].diagnostics
-    assert len([c for c in suite.results if c.ok is None]) == 28
+    suite = ktap.parse(TRUNCATED)
+    assert TRUNCATED.rsplit("\n", 1)[1] == "ok 31 hmm.hmm_devi"
+    assert [c.ok is not None for c in suite.results] == [True] * 30 + [False] * 28
+    assert suite.results[30].number == 31 and suite.results[30].status is Status.ERROR
+    assert "ok 31 hmm.hmm_devi" in suite.results[30].diagnostics
+    assert suite.find("hmm.hmm_devi") is None  # never a result under a cut name
+    assert "line 106: truncated last line (no newline): 'ok 31 hmm.hmm_devi'" in [
+        str(p) for p in suite.problems
+    ]
+
+
+def test_a_killed_program_mid_run_with_a_shell_message() -> None:
+    suite = ktap.parse(crashed_copy(20))
+    assert suite.counts()[Status.ERROR] == 38
+    assert "Killed" in suite.results[20].diagnostics
 
 
 def test_an_empty_stream_and_one_with_only_a_plan() -> None:
