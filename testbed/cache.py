@@ -36,6 +36,7 @@ KINDS: tuple[tuple[str, str, str], ...] = (
     ("guest modules", "modules", "the P2P drivers built for one kernel"),
     ("initramfs", "initramfs", "guest base archives"),
     ("guest tools", "tools", "static guest programs (p2pctl, ...)"),
+    ("kselftests", "kselftests", "static kselftest programs (hmm-tests, ...)"),
 )
 #: names inside those folders that are not entries
 _NOT_ENTRIES = frozenset({"tree-modules", "tree-digests"})

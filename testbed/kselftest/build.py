@@ -107,6 +107,8 @@ def build_program(spec: KselftestSpec, request: kbuild.Request) -> Program:
             if not binary.is_file():
                 _compile(spec, request, folder, binary)
                 built = True
+    else:
+        paths.mark_used(folder)
     seconds = round(time.monotonic() - started, 1) if built else 0.0
     return Program(spec, binary, list_tests(binary, spec), key, seconds)
 
