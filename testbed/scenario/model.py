@@ -40,6 +40,12 @@ arguments. The kinds, one dataclass each:
 ``expect``
     check the guest now: counters, bytes in the exporter's BAR file, devices present.
 
+Several importers: on a machine with more than one importer device (``two-importers``), an
+app or p2pctl command picks one with ``imp=<device id>`` (``reg imp=importer2``, ``dma-write
+imp=importer2``); without ``imp=`` it uses the machine's first importer. One process can so
+register one mapping of an exporter object with both. A device id that is not an importer of
+the machine is an error at load time.
+
 Whatever the steps, the run is also judged as a whole (:mod:`testbed.scenario.verdict`).
 """
 
@@ -101,6 +107,18 @@ def _check_commands(commands: tuple[str, ...]) -> None:
                     f"{word!r} (in {command!r}) is not a p2pctl command; known: "
                     + ", ".join(sorted(P2PCTL_COMMANDS))
                 )
+        for name in importer_refs((command,)):
+            _check_name(name, "importer (imp=)")
+
+
+def importer_refs(commands: tuple[str, ...]) -> list[str]:
+    """The importer device ids ``commands`` name with ``imp=``, first use first, once each."""
+    names: list[str] = []
+    for command in commands:
+        for word in command.replace(";", " ").split():
+            if word.startswith("imp=") and word[4:] not in names:
+                names.append(word[4:])
+    return names
 
 
 def _check_name(name: str, what: str) -> None:
@@ -382,6 +400,8 @@ class Verdict:
     healthy: bool = True  #: no Oops, WARNING, KASAN, lockdep, hung task, RCU stall
     unplug_timeouts: int = 0  #: removes allowed to give up waiting for an importer
     late_bytes: bool = True  #: no DMA lands in the exporter's BAR after its zap
+    #: no importer's p2p_unmap of an exporter comes after that exporter's remove completed
+    remove_waits: bool = True
     slab_growth: Size = field(default_factory=lambda: Size(8 << 20))
     module_refs: bool = True  #: module use counts back where they started
     unplug_bound_acpi: float = 4.5  #: seconds from device_del to DEVICE_DELETED

@@ -32,7 +32,7 @@ from testbed.guest import console, pci
 from testbed.p2p import ctl, debugfs
 from testbed.p2p.host import read_bar
 from testbed.qemu.machine import READY_MARKER, Machine
-from testbed.scenario import verdict
+from testbed.scenario import loader, verdict
 from testbed.scenario.apps import AppProcess
 from testbed.scenario.model import (
     Aer,
@@ -51,6 +51,7 @@ from testbed.scenario.model import (
     Step,
     Unplug,
     Wait,
+    importer_refs,
     parse_check,
 )
 
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MODULES = ("p2p_exporter", "p2p_importer")
 EXPORTER_TYPE = "gpu-exporter"
+IMPORTER_TYPE = loader.IMPORTER_TYPE
 
 
 class StepFailed(TestbedError):
@@ -114,6 +116,39 @@ class Runner:
 
     def _exporter_ids(self) -> list[str]:
         return [d.id for d in self.vm.spec.devices if d.type == EXPORTER_TYPE]
+
+    def _importer_ids(self) -> list[str]:
+        return [d.id for d in self.vm.spec.devices if d.type == IMPORTER_TYPE]
+
+    def _address(self, device_id: str) -> str | None:
+        """The guest's PCI address of ``device_id`` now (QMP), None while it is unplugged."""
+        return hotplug.guest_address(self.vm, device_id)
+
+    def _importers(self, commands: tuple[str, ...], explicit: str | None) -> tuple[str, ...]:
+        """``-i NAME=PATH`` specs for p2pctl: the machine's first importer (the default), then
+        every importer ``commands`` name with ``imp=``. Nothing on a one-importer machine whose
+        commands name none (p2pctl's default node), or when the app gave its own ``importer``.
+
+        Each device's node is found through its PCI address (``misc/p2p-importerN`` under it in
+        sysfs): probe order, not the machine file, numbers the nodes. A device unplugged now
+        gets a path that does not exist, so a command that uses it fails ``ENOENT``.
+        """
+        named = importer_refs(commands)
+        ids = self._importer_ids()
+        if explicit is not None or not ids or (len(ids) == 1 and not named):
+            return ()
+        specs = []
+        for device_id in dict.fromkeys([ids[0], *named]):
+            node = f"/dev/absent-{device_id}"
+            address = self._address(device_id)
+            if address is not None:
+                listing = self.vm.ssh.run(f"ls /sys/bus/pci/devices/{address}/misc").stdout
+                found = [w for w in listing.split() if w.startswith("p2p-importer")]
+                if found:
+                    node = f"/dev/{found[0]}"
+            specs.append(f"{device_id}={node}")
+        self._note(f"importers: {' '.join(specs)}")
+        return tuple(specs)
 
     def _bar_hash(self, device_id: str) -> str:
         return hashlib.sha256(self.vm.backing_file(device_id).read_bytes()).hexdigest()
@@ -186,7 +221,8 @@ class Runner:
         action = step.action
         shell = self.vm.ssh
         if isinstance(action, App):
-            proc = AppProcess(shell, action)
+            imps = self._importers((*action.setup, *action.then), action.importer)
+            proc = AppProcess(shell, action, imps)
             proc.start(Deadline(60, f"starting app {action.name}"))
             self.apps[action.name] = proc
         elif isinstance(action, Go):
@@ -196,7 +232,8 @@ class Runner:
         elif isinstance(action, Kill):
             self.apps[action.app].kill(action.signal)
         elif isinstance(action, P2pctl):
-            run = ctl.p2pctl(shell, *action.commands, timeout=action.timeout)
+            imps = self._importers(action.commands, None)
+            run = ctl.p2pctl(shell, *action.commands, importers=imps, timeout=action.timeout)
             self._note(str(run))
             if action.expect_ok:
                 run.expect_ok()
@@ -297,10 +334,14 @@ class Runner:
         hotplug.plug(self.vm, action.device)
         pci_id = self._device_pci_id(action.device)
         deadline = Deadline(30, f"{action.device} to be bound after the plug")
+        # by address: a machine may have two devices of one type, the other one bound all along
+        address = self._address(action.device)
         wait_for(
-            lambda: any(d.driver for d in pci.find(self.vm.ssh, pci_id)),
+            lambda: any(
+                d.driver and address in (None, d.address) for d in pci.find(self.vm.ssh, pci_id)
+            ),
             deadline,
-            doing=f"waiting for a driver to bind {action.device} ({pci_id})",
+            doing=f"waiting for a driver to bind {action.device} ({pci_id} at {address})",
             interval=0.1,
         )
 
@@ -409,7 +450,10 @@ class Runner:
                     f"{bar.byte:#04x}: {data[:16].hex()}..."
                 )
         for device_id, flag in action.present.items():
-            present = bool(pci.find(self.vm.ssh, self._device_pci_id(device_id)))
+            address = self._address(device_id)  # two devices of one type: tell them apart
+            present = address is not None and any(
+                d.address == address for d in pci.find(self.vm.ssh, self._device_pci_id(device_id))
+            )
             if present != (flag == "on"):
                 problems.append(f"{device_id} is {'present' if present else 'absent'}")
         if action.healthy:
@@ -455,6 +499,8 @@ class Runner:
                     self.failures.append(late.describe() + evidence)
             for device_id in list(self.bar_after_unplug):
                 self._check_bar_unchanged(device_id)
+        if v.remove_waits:
+            self.failures.extend(verdict.unmaps_after_remove(events))
         if self.reset_done:
             self._note("counters, module references and slab not compared: the guest reset")
             return
@@ -490,9 +536,8 @@ class Runner:
         for rec in self.unplugs:
             if rec.outcome is Outcome.COMPLETES and rec.device not in gone:
                 gone.append(rec.device)
-        listed = {d.pci_id for d in pci.list_devices(self.vm.ssh)} if gone else set()
         for device_id in gone:
-            if self._device_pci_id(device_id) not in listed:
+            if self._address(device_id) is None:  # QEMU no longer has it
                 self._note(f"restoring: plugging {device_id} back")
                 self._plug(Plug(device_id))
 

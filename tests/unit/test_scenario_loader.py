@@ -24,6 +24,7 @@ from testbed.scenario.model import (
     Reset,
     Unplug,
     Wait,
+    importer_refs,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "scenario"
@@ -91,6 +92,24 @@ def test_unknown_device_lists_the_machines_devices() -> None:
     assert isinstance(err, UnknownNameError)
     assert (err.line, err.key) == (5, "steps[1].unplug.device")
     assert err.known == ("gpu-exporter", "importer")
+
+
+def test_unknown_importer_names_file_line_key_and_the_machines_importers() -> None:
+    err = error("unknown_importer.yaml")
+    assert isinstance(err, UnknownNameError)
+    assert (err.line, err.key) == (5, "steps[0].app.then")
+    assert err.known == ("importer", "importer2")
+    assert "unknown importer (imp=) 'importer3'" in str(err)
+    # a device that exists but is no importer, on a machine with one importer
+    err = error("importer_on_one_importer_machine.yaml")
+    assert (err.line, err.key, err.known) == (4, "steps[0].p2pctl.commands", ("importer",))
+
+
+def test_importer_refs_in_first_use_order() -> None:
+    commands = ("create; mmap; reg imp=importer2", "reg", "dma-write imp=importer imp=importer2")
+    assert importer_refs(commands) == ["importer2", "importer"]
+    with pytest.raises(ValueError, match=r"importer \(imp=\) '2x' must start with a letter"):
+        P2pctl(commands=("reg imp=2x",))
 
 
 def test_unknown_machine_points_at_the_machine_key() -> None:
