@@ -37,6 +37,12 @@ arguments. The kinds, one dataclass each:
     line of the drivers' timeline, or a QMP event.
 ``params``
     write module parameters (``p2p_exporter.unplug_wait_ms: 1500``).
+``module``
+    load, unload or reload a kernel module in the guest (``load: p2p_importer``, ``unload:
+    p2p_exporter``, ``reload: p2p_importer``; ``params`` for the load). ``expect`` is the
+    outcome: ``ok`` or the kernel's errno (``EAGAIN``: in use -- an open file, a mapping, a
+    module using its symbols; ``EEXIST``: loaded already; ``ENOENT``: an unknown symbol on
+    load, not loaded on unload).
 ``expect``
     check the guest now: counters, bytes in the exporter's BAR file, devices present.
 
@@ -91,6 +97,8 @@ P2PCTL_COMMANDS = frozenset(
         "hold",
         "sleep",
         "mark",
+        "insmod",
+        "rmmod",
         "close-exporter",
         "close-importer",
         "exit",
@@ -302,6 +310,57 @@ class Params:
                 )
 
 
+#: What a ``module`` step may expect: ``ok`` or an errno name p2pctl prints.
+MODULE_OUTCOMES = (
+    "ok", "EAGAIN", "EBUSY", "EEXIST", "EINVAL", "ENOENT", "ENOEXEC", "ENODEV", "ENOMEM", "EPERM",
+)  # fmt: skip
+_MODULE_NAME = re.compile(r"^[a-z0-9_]{1,55}$")
+
+
+@dataclass(frozen=True)
+class Module:
+    """Load, unload or reload (unload, then load) one kernel module; exactly one of the three.
+
+    The runner finds ``<name>.ko`` among the testbed's guest modules (``/lib/modules/testbed``,
+    the P2P drivers) or the kernel's modules in the guest; ``expect`` is the outcome (of the
+    first part that fails, for ``reload``). Unloading a P2P driver that the guest needs back
+    is the scenario's to undo: a run ends judged unusable while a device is left unbound.
+    """
+
+    load: str | None = None
+    unload: str | None = None
+    reload: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    expect: str = "ok"
+    source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        given = [n for n in (self.load, self.unload, self.reload) if n is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of load, unload and reload (a module name)")
+        if not _MODULE_NAME.match(given[0]):
+            raise ValueError(
+                f"module name {given[0]!r}: lower-case letters, digits and '_' (p2p_importer)"
+            )
+        if self.params and self.unload is not None:
+            raise ValueError("params go with load or reload, not unload")
+        for key, value in self.params.items():
+            if not re.fullmatch(r"[a-z0-9_]+", key) or not re.fullmatch(r"[A-Za-z0-9_.:-]*", value):
+                raise ValueError(f"module parameter {key}={value!r}: a name and a plain value")
+        if self.expect not in MODULE_OUTCOMES:
+            raise ValueError(
+                f"expect must be one of {', '.join(MODULE_OUTCOMES)}, got {self.expect!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.load or self.unload or self.reload or ""
+
+    @property
+    def op(self) -> str:
+        return "load" if self.load else "unload" if self.unload else "reload"
+
+
 @dataclass(frozen=True)
 class BarBytes:
     """``length`` bytes of the exporter's BAR file, at ``offset`` into ``app``'s first
@@ -366,6 +425,7 @@ class Step:
     aer: Aer | None = None
     wait: Wait | None = None
     params: Params | None = None
+    module: Module | None = None
     expect: Expect | None = None
     source: str = field(default="", compare=False, repr=False)
 

@@ -42,6 +42,7 @@ from testbed.scenario.model import (
     Finish,
     Go,
     Kill,
+    Module,
     Outcome,
     P2pctl,
     Params,
@@ -254,6 +255,8 @@ class Runner:
             self._wait(action)
         elif isinstance(action, Params):
             self._set_params(action.values)
+        elif isinstance(action, Module):
+            self._module(action)
         elif isinstance(action, Expect):
             self._expect(action)
         else:  # pragma: no cover - the model has no other kinds
@@ -406,6 +409,39 @@ class Runner:
             )
         if action.seconds:
             time.sleep(action.seconds)  # the point of the step: a delay the scenario chose
+
+    def _module_file(self, name: str) -> str:
+        """The guest's ``<name>.ko``: the testbed's own modules first, then the kernel's."""
+        found = self.vm.ssh.run(
+            f"ls /lib/modules/testbed/{name}.ko 2>/dev/null || "
+            f"find /lib/modules -name {name}.ko 2>/dev/null"
+        ).stdout.split()
+        if not found:
+            raise StepFailed(
+                f"module {name}: no {name}.ko in the guest (looked in /lib/modules/testbed and "
+                "/lib/modules); the guest has the P2P drivers and the modules its boot needs"
+            )
+        return found[0]
+
+    def _module(self, action: Module) -> None:
+        """Unload and/or load with p2pctl's rmmod/insmod, which report the kernel's errno;
+        the first part that fails is the outcome, compared with ``expect``."""
+        commands = []
+        if action.op in ("unload", "reload"):
+            commands.append(f"rmmod name={action.name}")
+        if action.op in ("load", "reload"):
+            params = ",".join(f"{k}={v}" for k, v in action.params.items())
+            file = self._module_file(action.name)
+            commands.append(f"insmod file={file}" + (f" params={params}" if params else ""))
+        run = ctl.p2pctl(self.vm.ssh, *commands, timeout=60)
+        self._note(str(run))
+        failed = [s for s in run.steps if not s.ok]
+        outcome = (failed[0].error or "E?") if failed else "ok"
+        if outcome != action.expect:
+            raise StepFailed(
+                f"module {action.op} {action.name}: expected {action.expect}, got {outcome}"
+                + (f" ({failed[0].get('msg')})" if failed else "")
+            )
 
     def _set_params(self, values: dict[str, str]) -> None:
         """Write module parameters, remembering the values they had before the run."""

@@ -41,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -198,6 +199,7 @@ static const struct {
 	{ EINVAL, "EINVAL" }, { ENOSPC, "ENOSPC" }, { ENOTTY, "ENOTTY" },
 	{ ERANGE, "ERANGE" }, { ENOSYS, "ENOSYS" }, { ETIMEDOUT, "ETIMEDOUT" },
 	{ EOPNOTSUPP, "EOPNOTSUPP" }, { ECANCELED, "ECANCELED" },
+	{ ENOEXEC, "ENOEXEC" },
 };
 
 static const char *errname(int err)
@@ -1154,6 +1156,53 @@ static void do_hold(const struct cmd *c)
 	jbool("ok", true);
 }
 
+/*
+ * insmod file=PATH.ko params=a=1,b=2 / rmmod name=MODULE: load or unload a
+ * kernel module (finit_module, delete_module with O_NONBLOCK like busybox's
+ * rmmod), so a scenario sees the kernel's errno: EEXIST (loaded already),
+ * ENOENT (unknown symbol on load; not loaded on unload), EAGAIN (in use: an
+ * open file, a mapping, or a module that uses its symbols).
+ */
+static void do_insmod(const struct cmd *c)
+{
+	const char *file = arg(c, "file"), *params = arg(c, "params");
+	char buf[1024], *p;
+	int fd;
+
+	if (!file)
+		return jfail(EINVAL, "insmod needs file=PATH");
+	jstr("file", file);
+	snprintf(buf, sizeof(buf), "%s", params ? params : "");
+	for (p = buf; *p; p++)	/* a=1,b=2: the kernel wants blanks between */
+		if (*p == ',')
+			*p = ' ';
+	if (params)
+		jstr("params", buf);
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return jfail(errno, file);
+	if (syscall(SYS_finit_module, fd, buf, 0)) {
+		int err = errno;
+
+		close(fd);
+		return jfail(err, NULL);
+	}
+	close(fd);
+	jbool("ok", true);
+}
+
+static void do_rmmod(const struct cmd *c)
+{
+	const char *name = arg(c, "name");
+
+	if (!name)
+		return jfail(EINVAL, "rmmod needs name=MODULE");
+	jstr("name", name);
+	if (syscall(SYS_delete_module, name, O_NONBLOCK))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+}
+
 static void do_sleep(const struct cmd *c)
 {
 	struct timespec ts;
@@ -1182,7 +1231,7 @@ static void usage(void)
 	fputs("usage: p2pctl [-k] [-x EXPORTER_DEV] [-i [NAME=]IMPORTER_DEV ...] [-f FILE|-] COMMAND [key=value ...] ...\n"
 	      "commands: create destroy info mmap munmap mprotect mremap fork write read touch\n"
 	      "          reg dereg mrinfo\n"
-	      "          dma-write dma-read dma-wait evict stats hold sleep mark\n"
+	      "          dma-write dma-read dma-wait evict stats hold sleep mark insmod rmmod\n"
 	      "          close-exporter close-importer exit (see README.md)\n", stderr);
 }
 
@@ -1235,6 +1284,10 @@ static void run(const struct cmd *c)
 		do_hold(c);
 	else if (!strcmp(op, "sleep"))
 		do_sleep(c);
+	else if (!strcmp(op, "insmod"))
+		do_insmod(c);
+	else if (!strcmp(op, "rmmod"))
+		do_rmmod(c);
 	else if (!strcmp(op, "mark")) {
 		jstr("name", arg(c, "name") ? arg(c, "name") : "");
 		jbool("ok", true);
