@@ -43,6 +43,14 @@ arguments. The kinds, one dataclass each:
     outcome: ``ok`` or the kernel's errno (``EAGAIN``: in use -- an open file, a mapping, a
     module using its symbols; ``EEXIST``: loaded already; ``ENOENT``: an unknown symbol on
     load, not loaded on unload).
+``fault``
+    arm (or, ``disarm: true``, disarm) a kernel fault-injection capability, ``failslab`` or
+    ``fail_page_alloc`` (``/sys/kernel/debug/<kind>``, with ``task-filter``): the kernel
+    allocations of a p2pctl command marked ``fail=1`` (``reg fail=1 expect=ENOMEM``) then
+    fail, with ``probability`` (percent), ``interval``, ``times`` and ``space`` as the
+    kernel's fault-injection documentation defines them; nothing else in the guest is
+    affected. Needs a kernel with ``CONFIG_FAULT_INJECTION_DEBUG_FS`` and the capability
+    (``--kernel faults``: ``guest-kernel-config/faults.config``, or ``debug.config``).
 ``expect``
     check the guest now: counters, bytes in the exporter's BAR file, devices present.
 
@@ -361,6 +369,34 @@ class Module:
         return "load" if self.load else "unload" if self.unload else "reload"
 
 
+class FaultKind(enum.Enum):
+    """A fault-injection capability in ``/sys/kernel/debug/``."""
+
+    FAILSLAB = "failslab"  #: kmalloc / kmem_cache_alloc
+    FAIL_PAGE_ALLOC = "fail_page_alloc"  #: alloc_pages (order 0 included)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Arm ``kind`` for the p2pctl commands marked ``fail=1`` (see the module docstring)."""
+
+    kind: FaultKind
+    probability: int = 100  #: percent of the candidate allocations that fail
+    interval: int = 1  #: only every interval-th candidate may fail
+    times: int = 1  #: at most this many failures; -1: no limit
+    space: int = 0  #: bytes of allocations let through before any failure
+    disarm: bool = False  #: disarm instead (YAML 1.1 reads a key "off" as false)
+    source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.probability <= 100:
+            raise ValueError(f"probability is a percentage, 0..100, got {self.probability}")
+        if self.interval < 1 or self.space < 0:
+            raise ValueError("interval must be >= 1 and space >= 0")
+        if self.times < -1 or self.times == 0:
+            raise ValueError("times must be >= 1, or -1 for no limit (disarm: true disarms)")
+
+
 @dataclass(frozen=True)
 class BarBytes:
     """``length`` bytes of the exporter's BAR file, at ``offset`` into ``app``'s first
@@ -426,6 +462,7 @@ class Step:
     wait: Wait | None = None
     params: Params | None = None
     module: Module | None = None
+    fault: Fault | None = None
     expect: Expect | None = None
     source: str = field(default="", compare=False, repr=False)
 

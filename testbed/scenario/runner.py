@@ -39,6 +39,8 @@ from testbed.scenario.model import (
     App,
     Evict,
     Expect,
+    Fault,
+    FaultKind,
     Finish,
     Go,
     Kill,
@@ -65,6 +67,45 @@ IMPORTER_TYPE = loader.IMPORTER_TYPE
 
 class StepFailed(TestbedError):
     """An expectation of a step did not hold."""
+
+
+#: Where a kernel with CONFIG_FAULT_INJECTION_DEBUG_FS puts each capability's knobs.
+FAULT_DEBUGFS = "/sys/kernel/debug"
+
+
+def fault_unavailable(kind: FaultKind, release: str) -> str:
+    """The error for a scenario that asks for ``kind`` on a kernel without it."""
+    return (
+        f"fault {kind.value}: the kernel under test ({release}) has no "
+        f"{FAULT_DEBUGFS}/{kind.value}: it needs CONFIG_FAULT_INJECTION, "
+        f"CONFIG_{kind.value.upper()} and CONFIG_FAULT_INJECTION_DEBUG_FS. Run with "
+        "--kernel faults (guest-kernel-config/faults.config: 'testbed kernel build faults') "
+        "or a kernel built with guest-kernel-config/debug.config"
+    )
+
+
+def fault_writes(action: Fault) -> dict[str, str]:
+    """What to write into ``/sys/kernel/debug/<kind>/`` to arm (or disarm) ``action``.
+
+    Always with ``task-filter``: only tasks whose ``/proc/<pid>/make-it-fail`` is 1 (p2pctl,
+    for a command marked ``fail=1``) see failures. ``ignore-gfp-wait`` off, so sleeping
+    allocations (GFP_KERNEL, all of the drivers') are candidates too; for pages also
+    highmem and order 0. ``verbose`` 1: one line per injected failure, no stack dump.
+    """
+    if action.disarm:
+        return {"probability": "0", "times": "0"}
+    out = {
+        "task-filter": "Y",
+        "ignore-gfp-wait": "N",
+        "verbose": "1",
+        "space": str(action.space),
+        "interval": str(action.interval),
+        "times": str(action.times),
+        "probability": str(action.probability),
+    }
+    if action.kind is FaultKind.FAIL_PAGE_ALLOC:
+        out = {"ignore-gfp-highmem": "N", "min-order": "0", **out}
+    return out
 
 
 @dataclass(frozen=True)
@@ -174,6 +215,7 @@ class Runner:
         before_timeouts = debugfs.exporter_stats(shell).get("unplug_timeouts", 0)
         run_start_ns = ctl.p2pctl(shell, "mark name=run").op("mark").t_ns
         self.saved_params: dict[str, str] = {}  # what the run changed, to put back
+        self.armed: dict[FaultKind, Fault] = {}  # fault injection the run armed
         self._set_params(scenario.params)
 
         done = 0
@@ -192,6 +234,8 @@ class Runner:
 
         try:
             self._finish_apps()
+            if not self.reset_done and not self.vm.panicked():
+                self._disarm_faults()
             self._judge(scenario, run_start_ns, before_refs, before_slab, before_timeouts, done)
         except (TestbedError, AssertionError) as exc:
             self.failures.append(f"judging the run: {exc}")
@@ -257,6 +301,8 @@ class Runner:
             self._set_params(action.values)
         elif isinstance(action, Module):
             self._module(action)
+        elif isinstance(action, Fault):
+            self._fault(action)
         elif isinstance(action, Expect):
             self._expect(action)
         else:  # pragma: no cover - the model has no other kinds
@@ -409,6 +455,28 @@ class Runner:
             )
         if action.seconds:
             time.sleep(action.seconds)  # the point of the step: a delay the scenario chose
+
+    def _fault(self, action: Fault) -> None:
+        folder = f"{FAULT_DEBUGFS}/{action.kind.value}"
+        shell = self.vm.ssh
+        if not shell.run(f"test -d {folder}").ok:
+            raise StepFailed(fault_unavailable(action.kind, self.vm.kernel.release))
+        before = self.armed.pop(action.kind, None)
+        if before is not None and before.times > 0:  # count what the last arming injected
+            left = shell.run_check(f"cat {folder}/times").stdout.strip()
+            key = f"{action.kind.value}_injected"
+            self.timings[key] = self.timings.get(key, 0) + before.times - int(left)
+        shell.run_check(
+            "; ".join(f"echo {v} > {folder}/{k}" for k, v in fault_writes(action).items())
+        )
+        if not action.disarm:
+            self.armed[action.kind] = action
+
+    def _disarm_faults(self) -> None:
+        """Disarm what the run left armed (``timings`` then say how many failures each
+        capability injected under a ``times`` limit)."""
+        for kind in list(self.armed):
+            self._fault(Fault(kind, disarm=True))
 
     def _module_file(self, name: str) -> str:
         """The guest's ``<name>.ko``: the testbed's own modules first, then the kernel's."""

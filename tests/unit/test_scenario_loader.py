@@ -134,7 +134,7 @@ def test_an_app_must_be_started_before_a_step_names_it() -> None:
 def test_step_kinds_are_the_documented_ones() -> None:
     assert set(STEP_KINDS) == {
         "app", "go", "finish", "kill", "p2pctl", "evict", "unplug", "plug",
-        "reset", "aer", "wait", "params", "module", "expect",
+        "reset", "aer", "wait", "params", "module", "fault", "expect",
     }  # fmt: skip
 
 

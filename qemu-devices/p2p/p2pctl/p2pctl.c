@@ -1235,13 +1235,56 @@ static void usage(void)
 	      "          close-exporter close-importer exit (see README.md)\n", stderr);
 }
 
+/*
+ * fail=1 on any command: this process is a fault-injection target for that
+ * command only (/proc/self/make-it-fail is 1 around it), so failslab or
+ * fail_page_alloc armed with task-filter (the testbed's 'fault' step) make
+ * its kernel allocations fail, and nothing else in the guest. The file is
+ * opened once, before any command is armed, so arming allocates nothing.
+ */
+static int fail_fd = -2;	/* -2: not opened yet */
+
+static bool make_it_fail(bool on)
+{
+	if (fail_fd == -2)
+		fail_fd = open("/proc/self/make-it-fail", O_WRONLY | O_CLOEXEC);
+	if (fail_fd < 0)
+		return false;
+	return pwrite(fail_fd, on ? "1" : "0", 1, 0) == 1;
+}
+
+static void dispatch(const struct cmd *c);
+
 static void run(const struct cmd *c)
 {
-	const char *op = c->op;
+	uint64_t fail = 0;
 
 	cur_errno = 0;
 	cur_signal = 0;
-	jbegin(op);
+	jbegin(c->op);
+	if (arg(c, "fail")) {
+		if (!num_arg(c, "fail", 0, &fail))
+			goto out;
+		if (fail && !make_it_fail(true)) {
+			jfail(errno, "fail=1: no /proc/self/make-it-fail (a kernel without CONFIG_FAULT_INJECTION)");
+			goto out;
+		}
+		jbool("fail_armed", fail);
+	}
+	dispatch(c);
+	if (fail)
+		make_it_fail(false);
+out:
+	/* a failure path may not have said "ok" yet */
+	if (!strstr(line, "\"ok\":"))
+		jbool("ok", !cur_errno && !cur_signal);
+	jend(c);
+}
+
+static void dispatch(const struct cmd *c)
+{
+	const char *op = c->op;
+
 	if (!strcmp(op, "create"))
 		do_create(c);
 	else if (!strcmp(op, "destroy"))
@@ -1309,10 +1352,6 @@ static void run(const struct cmd *c)
 		exit(unexpected ? 1 : (int)code);
 	} else
 		jfail(EINVAL, "unknown command");
-	/* a failure path may not have said "ok" yet */
-	if (!strstr(line, "\"ok\":"))
-		jbool("ok", !cur_errno && !cur_signal);
-	jend(c);
 }
 
 /* ---- word splitting ------------------------------------------------------------------ */
