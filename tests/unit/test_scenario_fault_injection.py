@@ -92,3 +92,16 @@ def test_injection_scenarios_arm_mark_force_a_remap_and_allow_enomem() -> None:
 def test_default_plans_are_unchanged_by_the_injection_kinds() -> None:
     """The stock kernel's plan (what ``--plan`` prints without --kernel) draws no new kind."""
     assert all(step.fault is None for s in faults.plan(7, 40) for step in s.steps)
+
+
+def test_cli_refuses_injection_kinds_on_the_stock_kernel(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without --kernel the plan is the stock kernel's, which has no fault injection: asking
+    for it is exit 2 with the configs that provide it (no kernel is looked up or built)."""
+    from testbed.cli import main
+
+    assert main(["campaign", "--seed", "1", "--runs", "2", "--plan", "--faults", "failslab"]) == 2
+    err = capsys.readouterr().err
+    assert "--faults failslab: the kernel (stock) has no fault injection" in err
+    assert "faults.config" in err and "debug.config" in err
