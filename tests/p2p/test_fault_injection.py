@@ -45,8 +45,8 @@ def test_allocation_failures_around_p2p_map_and_unplug_fail_cleanly(
         assert result.passed, result.report() + "\n" + "\n".join(result.log)
         assert result.reusable, f"{path.name} left the guest unusable: {result.log}"
         injected[scenario.name] = {k: v for k, v in result.timings.items() if "injected" in k}
-    # the deterministic scenario's two failures were injected (times=1, twice), not skipped
-    assert injected["faults-failslab-around-p2p-map"] == {"failslab_injected": 2}, injected
+    # the deterministic scenario's three failures were injected (times=1, thrice), not skipped
+    assert injected["faults-failslab-around-p2p-map"] == {"failslab_injected": 3}, injected
 
 
 def test_a_scenario_asking_for_fault_injection_names_the_kernel_configs(
@@ -54,7 +54,7 @@ def test_a_scenario_asking_for_fault_injection_names_the_kernel_configs(
 ) -> None:
     if _kinds(testbed_kernel):
         pytest.skip(f"kernel {testbed_kernel.release} has fault injection: the scenarios run")
-    result = Runner(p2p_vm).run(loader.load(FAULTS / "failslab-around-p2p-map.yaml"))
+    result = Runner(p2p_vm).run(loader.load(FAULTS / "1-failslab-around-p2p-map.yaml"))
     assert not result.passed
     assert result.steps_done == 0, result.report()
     (failure,) = result.failures
