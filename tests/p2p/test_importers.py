@@ -5,7 +5,7 @@ One process maps the object once and registers that mapping with both edu device
 (``reg imp=importer2``). The scenarios check that an eviction, an invalidation during
 in-flight DMA on both, and the exporter's unplug each invalidate BOTH importers (``mrinfo
 want-valid=0`` on each, then each DMA follows the object or fails ``ENODEV``); that the
-exporter's remove waits for both importers' ``p2p_unmap`` (lazy importers deregistered 1.5 s
+exporter's remove waits for both importers' ``p2p_unmap`` (lazy importers deregistered 2 s
 apart; the run's remove-waits verdict); and that unplugging one importer leaves the other
 working. An importer left un-invalidated fails its ``want-valid=0`` (and its next DMA lands
 where the read does not look); a remove that waits for one importer only is mutant
