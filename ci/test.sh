@@ -2,7 +2,9 @@
 # The project's own checks: lint, types, guest kernels built from source, then every test (unit
 # tests of the pure logic, the kernel-build tests, the tests that boot real QEMU guests, the
 # reference P2P suite on the stock kernel), the installed wheel (ci/wheel-test.sh), then the
-# reference suite again on the patched kernel (both topologies) and the RFC as posted.
+# reference suite again on the patched kernel (both topologies), the RFC as posted,
+# upstream's hmm-tests kselftest on the hmm kernel, and the fault-injection scenarios
+# on the faults kernel.
 #
 #   ci/test.sh [PYTEST ARGS...]     e.g. ci/test.sh -k unplug --testbed-keep-artifacts
 set -eu
@@ -22,9 +24,12 @@ ci/check-templates.sh
 # The kernels built from guest-kernel-config/kernels/: base (no series), patched (base + the
 # ported RFC series) and as-posted (the series with RFC 1/5 as posted). They share one O= tree:
 # cold on a fresh runner base takes ~4-6 min on 2 cores; patched changes mm.h and so rebuilds
-# most of the tree; as-posted differs in one file (~40 s).
-echo "== kernel build: base patched as-posted"
-.venv/bin/testbed kernel build base patched as-posted
+# most of the tree; as-posted differs in one file (~40 s). hmm (base + hmm.config, for upstream's
+# hmm-tests; tests/vm and the kselftest step below use it) and faults (patched +
+# faults.config: failslab, fail_page_alloc) have O= trees of their own: ~20 min each cold
+# on the 2 cores here shared with other builds, ~6 min with a warm ccache.
+echo "== kernel build: base patched as-posted hmm faults"
+.venv/bin/testbed kernel build base patched as-posted hmm faults
 echo "== pytest"
 rc=0
 .venv/bin/pytest -p no:cacheprovider --strict-markers --durations=10 "$@" || rc=$?
@@ -53,5 +58,25 @@ if [ "$posted" -ne 1 ] || ! grep -q "test_rfc_device_test_p2p_allows_what_upstre
     rc=1
 else
     echo "ci/test.sh: as expected, the as-posted series fails the RFC policy test"
+fi
+# Upstream's hmm-tests (tools/testing/selftests/mm) on the hmm kernel, built static from the
+# same source (~10 s with the kernel cached): every test the program printed must be in the
+# JUnit file with the same status.
+echo "== kselftest mm/hmm-tests on the hmm kernel"
+kself=testbed-artifacts/kselftest
+.venv/bin/testbed run --kernel hmm --kselftest mm/hmm-tests --artifacts "$kself" \
+    --junit "$kself/hmm-tests.xml" --ktap "$kself/hmm-tests.ktap" || rc=$?
+ci/check-kselftest-junit.py "$kself/kselftest-mm-hmm-tests/hmm-tests.tap" \
+    "$kself/hmm-tests.xml" hmm-tests --expect-total 58 || rc=$?
+echo "== kernel allocation failures around p2p_map and unplug (failslab, fail_page_alloc), faults kernel"
+faults=0
+.venv/bin/pytest -p no:cacheprovider --strict-markers tests/p2p/test_fault_injection.py \
+    -k around_p2p_map_and_unplug --testbed-kernel faults --testbed-artifacts testbed-artifacts/faults \
+    > testbed-artifacts/faults.txt 2>&1 || faults=$?
+cat testbed-artifacts/faults.txt
+# the scenarios must run here (a kernel without the options would skip them)
+if [ "$faults" -ne 0 ] || ! grep -q "1 passed" testbed-artifacts/faults.txt; then
+    echo "ci/test.sh: the fault-injection scenarios did not pass on the faults kernel" >&2
+    rc=1
 fi
 exit "$rc"

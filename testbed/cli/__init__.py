@@ -1,5 +1,5 @@
 """The ``testbed`` command: ``run``, ``exec``, ``boot``, ``kernel``, ``doctor``, ``bench``,
-``mutants``, ``campaign``, ``repro``.
+``mutants``, ``campaign``, ``repro``, ``cache``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``main(args) -> int``, imported only when that command runs (or for ``testbed --help``);
@@ -37,6 +37,7 @@ COMMANDS = {
     "mutants": "mutants",
     "campaign": "campaign",
     "repro": "repro",
+    "cache": "cache",
 }
 
 

@@ -477,6 +477,7 @@ def build_base(spec: ImageSpec) -> Path:
     dest = cache / f"{plan.digest()}.cpio"
     _MEMO.save()
     if dest.is_file():
+        paths.mark_used(dest)
         return dest
     log.info("building guest initramfs %s", dest.name)
     with paths.cache_writes(cache, "the guest initramfs"):

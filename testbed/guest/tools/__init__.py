@@ -80,6 +80,7 @@ def build_tool(
     out_dir = paths.cache_dir() / "tools" / h.hexdigest()[:20]
     binary = out_dir / source.stem
     if binary.is_file():
+        paths.mark_used(out_dir)
         return binary
     with paths.cache_writes(out_dir, f"the guest tool {source.stem}"):
         out_dir.mkdir(parents=True, exist_ok=True)
