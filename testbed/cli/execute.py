@@ -6,22 +6,35 @@ The command's stdout and stderr are copied to ours as they arrive (not at the en
 ``testbed exec -- 'dmesg | tail'`` runs a pipeline in the guest); several are quoted and joined.
 The guest's stdin is empty. ``--keep`` leaves the guest up afterwards, with the SSH command
 and QMP socket printed, until Ctrl-C. The testbed's own failures (a guest that does not boot,
-a lost connection) end with "testbed: error: ..." and exit status 2.
+a lost connection, a kernel panic, a command that outlives --timeout) end with "testbed:
+error: ..." and exit status 2.
+
+Without ``--keep`` the guest needs no SSH: the command travels in the guest's initramfs, the
+guest runs it as soon as its drivers are loaded, and its output and exit status come back
+over a second serial port that the host only reads (testbed.guest.execout); the guest then
+powers off. ``--ssh`` runs it over SSH instead, as ``--keep`` does (slower: network, sshd
+and the SSH handshake come first).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from, machine_kwargs
 from testbed.errors import ConfigError
 
-#: Exit status when the guest's sshd reports no status (the command died of a signal), as ssh.
+#: Exit status when the command died of a signal (sshd reports no status), as ssh.
 NO_STATUS = 255
+#: Environment variable: a file ``testbed exec`` writes its phase time stamps to (JSON,
+#: ``time.monotonic()`` seconds), for ``testbed bench``'s breakdown.
+TIMINGS_ENV = "TESTBED_EXEC_TIMINGS"
 
 
 def add_parser(sub: Any) -> None:
@@ -36,6 +49,11 @@ def add_parser(sub: Any) -> None:
         "--keep",
         action="store_true",
         help="leave the guest up after the command, print ssh and QMP, stop on Ctrl-C",
+    )
+    p.add_argument(
+        "--ssh",
+        action="store_true",
+        help="run the command over SSH (as --keep does) instead of the exec serial port",
     )
     p.add_argument(
         "--no-p2p",
@@ -69,14 +87,33 @@ def guest_command(words: list[str]) -> str:
 
 
 def _copy_to(stream: Any) -> Any:
+    closed = False
+
     def write(chunk: bytes) -> None:
-        stream.write(chunk)
-        stream.flush()
+        nonlocal closed
+        if closed:
+            return
+        try:
+            stream.write(chunk)
+            stream.flush()
+        except BrokenPipeError:  # ``testbed exec ... | head``: the rest is not wanted
+            closed = True
 
     return write
 
 
 def main(args: argparse.Namespace) -> int:
+    stamps = {"main": time.monotonic()}
+    try:
+        return _main(args, stamps)
+    finally:
+        target = os.environ.get(TIMINGS_ENV)
+        if target:
+            stamps["main_end"] = time.monotonic()
+            Path(target).write_text(json.dumps(stamps))
+
+
+def _main(args: argparse.Namespace, stamps: dict[str, float]) -> int:
     command = guest_command(args.command)
     from testbed.cli.boot import hold, term_as_interrupt
     from testbed.devices.registry import load_machine
@@ -89,18 +126,43 @@ def main(args: argparse.Namespace) -> int:
     from testbed.qemu.process import reaped_tempdir
 
     # registered with the reaper: a SIGKILL during the boot leaves no folder behind either
+    over_ssh = args.keep or args.ssh
     with reaped_tempdir("p2p-testbed-exec-") as tmp:
         run_dir = args.run_dir or tmp
-        with Machine(
-            definition, kernel, run_dir, collect_dmesg=args.run_dir is not None, **kwargs
-        ) as vm:
-            code = vm.ssh.stream(
-                command,
-                _copy_to(sys.stdout.buffer),
-                _copy_to(sys.stderr.buffer),
-                timeout=args.timeout,
-            )
-            if args.keep:
-                print(f"testbed: the command exited with {code}", file=sys.stderr, flush=True)
-                hold(vm, definition, kernel)
-    return NO_STATUS if code < 0 else code
+        vm = Machine(
+            definition,
+            kernel,
+            run_dir,
+            collect_dmesg=over_ssh and args.run_dir is not None,
+            exec_command=None if over_ssh else command,
+            **kwargs,
+        )
+        try:
+            with vm:
+                if over_ssh:
+                    code = vm.ssh.stream(
+                        command,
+                        _copy_to(sys.stdout.buffer),
+                        _copy_to(sys.stderr.buffer),
+                        timeout=args.timeout,
+                    )
+                    code = NO_STATUS if code < 0 else code
+                else:
+                    out, err = _copy_to(sys.stdout.buffer), _copy_to(sys.stderr.buffer)
+                    ended = vm.run_exec(
+                        lambda o: out(o.data) if o.stream == "stdout" else err(o.data),
+                        timeout=args.timeout,
+                    )
+                    code = ended.status
+                if args.keep:
+                    print(f"testbed: the command exited with {code}", file=sys.stderr, flush=True)
+                    hold(vm, definition, kernel)
+        finally:
+            stamps["vm_down"] = time.monotonic()
+            if os.environ.get(TIMINGS_ENV):
+                from testbed.guest.console import marker_times
+
+                stamps.update({f"vm_{k}": v for k, v in vm.timings.items()})
+                marks = marker_times(vm.console_text())
+                stamps.update({f"guest_{k}": v for k, v in marks.items()})
+    return code

@@ -187,9 +187,17 @@ def add_parser(sub: Any) -> None:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--no-snapshot",
+        action="store_false",
+        dest="snapshot",
+        default=True,
+        help="boot every fresh default guest instead of resuming one saved per run (and "
+        "worker); resuming is the default",
+    )
+    p.add_argument(
         "--snapshot",
         action="store_true",
-        help="experimental: fresh default guests resume one saved per run instead of booting",
+        help=argparse.SUPPRESS,  # the default now; accepted for old command lines
     )
     p.add_argument(
         "--shard",
@@ -245,8 +253,8 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--junitxml={args.junit}")
     if args.keyword:
         argv += ["-k", args.keyword]
-    if getattr(args, "snapshot", False):
-        argv.append("--testbed-snapshot")
+    if not getattr(args, "snapshot", True):
+        argv.append("--testbed-no-snapshot")
     jobs = getattr(args, "jobs", 1)
     if jobs > 1:
         argv += ["-n", str(jobs), "--dist", "loadgroup"]

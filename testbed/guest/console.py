@@ -597,3 +597,18 @@ class MarkerWatch:
         self._found = self._needle in window
         self._carry = window[len(window) - len(self._needle) + 1 :] if window else b""
         return self._found
+
+
+def marker_times(text: str, prefix: str = "testbed-guest: ") -> dict[str, float]:
+    """The guest's printk time stamp (seconds since the kernel's clock started) of each
+    ``prefix`` line on the console, keyed by the rest of the line; the first occurrence wins.
+
+    ``testbed bench`` places the guest's phases (kernel boot to init, init to the command)
+    on the host's clock with them.
+    """
+    times: dict[str, float] = {}
+    for raw in text.splitlines():
+        line = _parse(raw)
+        if line.timestamp is not None and line.body.startswith(prefix):
+            times.setdefault(line.body[len(prefix) :].strip(), line.timestamp)
+    return times

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from testbed import paths
 from testbed.errors import DependencyError, KernelError, ModuleBuildError
-from testbed.guest.tools import build_tool
+from testbed.guest.tools import build_tool, compiler_version
 from testbed.kernel.image import Kernel
 
 log = logging.getLogger(__name__)
@@ -80,15 +80,7 @@ def source_files(src: Path) -> list[Path]:
 
 
 def _compiler_version(cc: str) -> str:
-    try:
-        proc = subprocess.run(
-            [cc, "--version"], capture_output=True, text=True, check=True, timeout=30
-        )
-    except FileNotFoundError as exc:
-        raise DependencyError(f"{cc} not found; install it with 'apt-get install gcc'") from exc
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        raise DependencyError(f"'{cc} --version' failed: {exc}") from exc
-    return proc.stdout.splitlines()[0] if proc.stdout else cc
+    return compiler_version(cc)
 
 
 def cache_key(kernel: Kernel, src: Path, files: list[Path], compiler: str) -> str:

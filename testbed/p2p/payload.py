@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.errors import GuestError
 from testbed.guest.initramfs import GuestFile
 from testbed.guest.modules import P2PBuild, build_p2p_modules
-from testbed.guest.ssh import GuestShell
 from testbed.kernel.image import Kernel
+
+if TYPE_CHECKING:  # paramiko is not imported for `testbed exec`, which needs no SSH
+    from testbed.guest.ssh import GuestShell
 
 P2PCTL = "/usr/local/bin/p2pctl"
 #: How importers reach p2p_map (qemu-devices/p2p/include/p2p_compat.h): the kernel's

@@ -9,11 +9,10 @@
 - ``fresh_p2p_vm``: a callable booting a guest of the test's own with the drivers,
   ``fresh_p2p_vm()`` (that same machine) or ``fresh_p2p_vm("native-hotplug")`` -- for tests
   that unplug a device or break a driver.
-  With ``--testbed-snapshot`` (experimental), ``fresh_p2p_vm()`` (the default machine, no
-  other arguments) resumes ``p2p_snapshot``, the default guest booted and saved once per
-  session (per xdist worker): a fresh QEMU with its own folders, in well under a second
-  instead of a boot. Not the default: DMA into a restored exporter's BAR does not reach the
-  BAR's backing file yet, so tests that read the BAR on the host fail on it.
+  ``fresh_p2p_vm()`` on the default machine (no other arguments) resumes ``p2p_snapshot``,
+  the default guest booted and saved once per session (per xdist worker): a fresh QEMU with
+  its own folders, in well under a second instead of a boot (``--testbed-no-snapshot``
+  boots each one instead).
 
 Every guest these fixtures boot reports which path its drivers were built for
 (``/sys/module/p2p_*/parameters/path``: ``vm_ops`` when the kernel has the RFC's
@@ -128,7 +127,7 @@ def p2p_snapshot(
     p2p_payload: Payload,
 ) -> Iterator[Saved | None]:
     """The default machine with the drivers, booted once, checked at its defaults and saved
-    (None unless ``--testbed-snapshot``). The state lives in a reaped temporary folder."""
+    (None with ``--testbed-no-snapshot``). The state lives in a reaped temporary folder."""
     if not testbed_settings.snapshot:
         yield None
         return
@@ -166,8 +165,8 @@ def fresh_p2p_vm(
     testbed_settings: Settings,
 ) -> Callable[..., Machine]:
     """Boot a guest of its own with the drivers: ``fresh_p2p_vm()`` (the suite's machine),
-    ``fresh_p2p_vm("native-hotplug")``; with ``--testbed-snapshot``, ``fresh_p2p_vm()`` on the
-    default machine resumes the session's saved guest (see ``p2p_snapshot``)."""
+    ``fresh_p2p_vm("native-hotplug")``; ``fresh_p2p_vm()`` on the default machine resumes
+    the session's saved guest (see ``p2p_snapshot``) unless ``--testbed-no-snapshot``."""
 
     def boot(name: str | None = None, **kwargs: object) -> Machine:
         name = name or testbed_settings.machine

@@ -26,7 +26,7 @@ class Settings:
     p2p_src: Path | None = None  #: None: the checkout's qemu-devices/p2p/ (see build_p2p_modules)
     machine: str = "default"  #: the machine the reference suite runs on (qemu-devices/machines)
     shard: Shard | None = None  #: None: every collected test
-    snapshot: bool = False  #: fresh default P2P guests resume a saved one instead of booting
+    snapshot: bool = True  #: fresh default P2P guests resume a saved one instead of booting
 
     def kernel(self) -> Kernel:
         return kernel_under_test(self.kernel_image, self.kernel_modules, self.kernel_build)
@@ -84,11 +84,20 @@ def add_options(parser: pytest.Parser) -> None:
         help="keep the artifact folders of passing tests too",
     )
     group.addoption(
+        "--testbed-no-snapshot",
+        action="store_false",
+        dest="testbed_snapshot",
+        default=True,
+        help="boot every fresh default P2P guest (fresh_p2p_vm()) instead of resuming the "
+        "default machine saved once per session (the default; several times faster to SSH)",
+    )
+    group.addoption(
         "--testbed-snapshot",
         action="store_true",
-        help="experimental: fresh default P2P guests (fresh_p2p_vm()) resume the default "
-        "machine saved once per session instead of booting (~10x faster to SSH under TCG, "
-        "but DMA into a restored exporter's BAR does not reach its backing file yet)",
+        dest="testbed_snapshot",
+        default=True,
+        help="resume fresh default P2P guests from a saved one (the default; kept for old "
+        "command lines)",
     )
     group.addoption(
         "--testbed-shard",
@@ -129,7 +138,7 @@ def _parse(config: pytest.Config) -> Settings:
         p2p_src=config.getoption("--testbed-p2p-src"),
         machine=str(config.getoption("--testbed-machine")),
         shard=_shard(config.getoption("--testbed-shard")),
-        snapshot=bool(config.getoption("--testbed-snapshot")),
+        snapshot=bool(config.getoption("testbed_snapshot")),
     )
 
 

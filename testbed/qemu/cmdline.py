@@ -31,12 +31,17 @@ class Launch:
     kernel: Path
     initrd: Path
     console_log: Path
-    qmp_socket: Path
+    #: QMP's socket; None for ``testbed exec``'s machine, which needs no monitor: a panic
+    #: then ends QEMU (``-action panic=exit-failure``) instead of pausing it
+    qmp_socket: Path | None
     backing_dir: Path  #: where the BAR backing files live
     ssh_port: int = 0  #: host port forwarded to the guest's sshd; 0 lets QEMU pick
     kernel_args: tuple[str, ...] = ()
     name: str = "testbed"
     extra_args: tuple[str, ...] = field(default=())
+    #: ``testbed exec``'s output port: a second serial port (the guest's ttyS1) that QEMU
+    #: writes to this file and the guest cannot read from (:mod:`testbed.guest.execout`)
+    exec_output: Path | None = None
 
 
 def _path(path: Path) -> str:
@@ -101,9 +106,14 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
         "-append", " ".join((*BASE_KERNEL_ARGS, *spec.kernel_args, *launch.kernel_args)),
         "-chardev", f"file,id=console,path={_path(launch.console_log)}",
         "-serial", "chardev:console",
-        "-chardev", f"socket,id=qmp,path={_path(launch.qmp_socket)}",
-        "-mon", "chardev=qmp,mode=control",
-        "-action", "panic=pause",
+    ]  # fmt: skip
+    if launch.qmp_socket is not None:
+        argv += [
+            "-chardev", f"socket,id=qmp,path={_path(launch.qmp_socket)}",
+            "-mon", "chardev=qmp,mode=control",
+        ]  # fmt: skip
+    argv += [
+        "-action", "panic=pause" if launch.qmp_socket is not None else "panic=exit-failure",
         "-action", "reboot=shutdown",
         "-device", "pvpanic-pci",
         # restrict=on: the guest (an untrusted kernel) reaches nothing on the host or beyond;
@@ -111,6 +121,11 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{launch.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
     ]  # fmt: skip
+    if launch.exec_output is not None:
+        argv += [
+            "-chardev", f"file,id=execout,path={_path(launch.exec_output)}",
+            "-serial", "chardev:execout",
+        ]  # fmt: skip
     if spec.hotplug is Hotplug.NATIVE:
         argv += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
     # Every hot-plug capable port gets its own chassis/slot pair, numbered in argv order.

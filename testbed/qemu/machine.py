@@ -25,7 +25,7 @@ import re
 import shlex
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from testbed.config.schema import Accel
 from testbed.deadline import Deadline, wait_for
 from testbed.devices.registry import Machine as MachineDef
 from testbed.errors import (
+    DeadlineExceeded,
     GuestError,
     GuestPanic,
     GuestUnreachable,
@@ -41,17 +42,19 @@ from testbed.errors import (
     MachineDied,
     TestbedError,
 )
-from testbed.guest import console, keys
+from testbed.guest import console
 from testbed.guest.console import MarkerWatch, Problem
 from testbed.guest.initramfs import GuestFile, ImageSpec, assemble, build_base
 from testbed.kernel.image import Kernel
 from testbed.qemu import accel as accel_mod
 from testbed.qemu import cmdline
 from testbed.qemu.process import QemuProcess, Reaper, find_qemu, new_reaped_dir
-from testbed.qemu.qmp import QMP
 
 if TYPE_CHECKING:
+    from testbed.guest.execout import Exited, Output
+    from testbed.guest.keys import KeyPair
     from testbed.guest.ssh import SSHShell
+    from testbed.qemu.qmp import QMP
     from testbed.qemu.snapshot import Saved
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ PROBE_FAILED = re.compile(r"\S+: probe of \S+ failed with error -?\d+")
 INIT_MARKER = accel_mod.INIT_MARKER
 #: How long a boot may take, to the guest's "ready" line (``--boot-timeout``).
 BOOT_TIMEOUT = 180.0
+_BANNER_RE = re.compile(r"\] Linux version (\S+) ")
 _USERNET_RE = re.compile(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+10\.0\.2\.15\s+22\b")
 
 
@@ -86,6 +90,7 @@ class Machine:
         qemu_args: Sequence[str] = (),
         collect_dmesg: bool = True,
         restore: Saved | None = None,
+        exec_command: str | None = None,
     ) -> None:
         self.definition = machine
         self.spec = machine.spec
@@ -114,12 +119,20 @@ class Machine:
         self._down = False
         self._base: Path | None = None
         self._reaper = Reaper.get()
-        self.client_key: keys.KeyPair | None = None
-        self.host_key: keys.KeyPair | None = None
+        self.client_key: KeyPair | None = None
+        self.host_key: KeyPair | None = None
         #: fetch the guest's dmesg into ``run_dir`` on shutdown (one SSH command more)
         self.collect_dmesg = collect_dmesg
         #: resume this saved guest instead of booting (:mod:`testbed.qemu.snapshot`)
         self.restore = restore
+        #: PCI functions whose config space a restore wrote back (QEMU did not migrate them)
+        self.replayed_config: list[str] = []
+        #: ``testbed exec``'s command: the guest runs it once booted and sends its output
+        #: over the exec port (:meth:`run_exec`); no sshd, no SSH connection
+        self.exec_command = exec_command
+        if exec_command is not None:  # no sshd, no NIC: a smaller image, fewer modules
+            self.image = dataclasses.replace(self.image, sshd=False, net_modules=())
+        self._boot_deadline: Deadline | None = None
 
     # -- context manager -------------------------------------------------------------------
 
@@ -144,6 +157,8 @@ class Machine:
     @property
     def qmp(self) -> QMP:
         if self._qmp is None:
+            if self.exec_command is not None:
+                raise MachineDied("a testbed exec machine has no QMP monitor")
             raise MachineDied("the machine is not running")
         return self._qmp
 
@@ -183,9 +198,16 @@ class Machine:
 
     # -- start -----------------------------------------------------------------------------
 
+    @property
+    def exec_output(self) -> Path:
+        """The file QEMU writes the guest's exec port to (``exec_command`` machines)."""
+        return self.run_dir / "exec-output.bin"
+
     def start(self) -> None:
         t0 = time.monotonic()
+        self.timings["start"] = t0  # monotonic time stamps, for ``testbed bench``'s phases
         deadline = Deadline(self.boot_timeout, f"booting machine {self.spec.name!r}")
+        self._boot_deadline = deadline
         # The run folder holds what an untrusted kernel wrote (console, BAR contents): ours
         # only. QEMU would create the BAR files 0644; created here first, they stay 0600.
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -208,44 +230,60 @@ class Machine:
         )
         (self.run_dir / "accel.txt").write_text(self.accel.describe() + "\n")
 
-        client = keys.client_key(self.private_dir)
-        host = keys.guest_host_key(self.private_dir)
-        #: the guest trusts this client key and serves this host key (a restored snapshot too)
-        self.client_key, self.host_key = client, host
-        initrd = assemble(
-            base,
-            {
+        if self.exec_command is not None:
+            # no keys: without a host key the guest starts no sshd (rcS), and runs the command
+            from testbed.guest.execout import COMMAND_FILE
+
+            overlay = {COMMAND_FILE: (self.exec_command.encode(), 0o600)}
+            dirs = {"/root": 0o700}
+        else:
+            from testbed.guest import keys  # cryptography: only a machine with sshd needs it
+
+            client = keys.client_key(self.private_dir)
+            host = keys.guest_host_key(self.private_dir)
+            #: the guest trusts this client key and serves this host key (a restored snapshot
+            #: too)
+            self.client_key, self.host_key = client, host
+            overlay = {
                 "/etc/dropbear/host_key": (host.private.read_bytes(), 0o600),
                 "/root/.ssh/authorized_keys": (client.public.encode() + b"\n", 0o600),
-            },
-            self.private_dir / "initrd.cpio",
-            dirs={"/root": 0o700, "/root/.ssh": 0o700, "/etc/dropbear": 0o700},
-        )
+            }
+            dirs = {"/root": 0o700, "/root/.ssh": 0o700, "/etc/dropbear": 0o700}
+        initrd = assemble(base, overlay, self.private_dir / "initrd.cpio", dirs=dirs)
         launch = cmdline.Launch(
             qemu=self.qemu_binary,
             accel=self.accel.accel,
             kernel=self.kernel.image,
             initrd=initrd,
             console_log=self.console_log,
-            qmp_socket=self.private_dir / "qmp.sock",
+            # exec: no monitor (asyncio and the QMP client cost ~30 ms before QEMU starts)
+            qmp_socket=None if self.exec_command is not None else self.private_dir / "qmp.sock",
             backing_dir=self.run_dir,
             kernel_args=self.kernel_args,
             name=f"testbed-{self.spec.name}",
             extra_args=self.qemu_args,
+            exec_output=self.exec_output if self.exec_command is not None else None,
         )
         self.argv = cmdline.build_argv(self.definition, launch)
         (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
         self.console_log.unlink(missing_ok=True)
 
+        if launch.qmp_socket is None:
+            self.timings["qemu_spawn"] = time.monotonic()
+            self.process = QemuProcess(self.argv, self.run_dir / "qemu-stderr.log")
+            return  # the guest boots and runs the command: run_exec() follows it
+        from testbed.qemu.qmp import QMP
+
         self._qmp = QMP(self.run_dir / "qmp.log", name=self.spec.name)
         self._qmp.listen(launch.qmp_socket)
-        t_spawn = time.monotonic()
+        t_spawn = self.timings["qemu_spawn"] = time.monotonic()
         self.process = QemuProcess(self.argv, self.run_dir / "qemu-stderr.log")
         proc = self.process
         try:
             self._qmp.accept(deadline.sub(30, "QEMU start-up"), self.alive)
         except TestbedError as exc:
             raise proc.launch_error(f"QEMU did not start: {exc}") from exc
+        self.timings["qmp_ready"] = time.monotonic()
         try:
             self.ssh_port = self._forwarded_port()
         except MachineDied:
@@ -257,7 +295,8 @@ class Machine:
         from testbed.guest.ssh import SSHShell
 
         self._wait_console(SSH_READY_MARKER, deadline)
-        self.timings["sshd_ready_s"] = time.monotonic() - t_spawn
+        self.timings["sshd_seen"] = time.monotonic()
+        self.timings["sshd_ready_s"] = self.timings["sshd_seen"] - t_spawn
         self._ssh = SSHShell(self.ssh_port, client.private, host.public)
         (self.private_dir / "known_hosts").write_text(self._ssh.known_hosts_line())
         self._ssh.watchdog = self.check_alive
@@ -266,18 +305,13 @@ class Machine:
         except GuestUnreachable as exc:
             self.check_alive()
             raise GuestUnreachable(f"{exc}\n{self._console_tail()}") from exc
+        self.timings["ssh_connected"] = time.monotonic()
         release = self._ssh.run_check("uname -r", timeout=deadline.cap(30)).stdout.strip()
         self.timings["boot_to_ssh_s"] = time.monotonic() - t0
         self._wait_console(READY_MARKER, deadline)
         self.timings["ready_s"] = time.monotonic() - t0
         lines = self.console_text().splitlines()
-        failed = [line for line in lines if INSMOD_FAILED in line]
-        if failed:
-            raise GuestError(
-                "a guest module failed to load at boot:\n  "
-                + "\n  ".join(failed)
-                + f"\n{self._console_tail()}"
-            )
+        self._check_modules_loaded(lines)
         self._check_drivers_bound(lines)
         if release != self.kernel.release:
             raise TestbedError(
@@ -290,6 +324,110 @@ class Machine:
             self.accel.accel.value,
             self.ssh_port,
         )
+
+    def _check_modules_loaded(self, console_lines: list[str]) -> None:
+        failed = [line for line in console_lines if INSMOD_FAILED in line]
+        if failed:
+            raise GuestError(
+                "a guest module failed to load at boot:\n  "
+                + "\n  ".join(failed)
+                + f"\n{self._console_tail()}"
+            )
+
+    def _check_release(self, console_lines: list[str]) -> None:
+        """Without SSH to ask ``uname -r``: the kernel's banner on the console names it."""
+        for line in console_lines[:50]:
+            match = _BANNER_RE.search(line)
+            if match:
+                if match.group(1) != self.kernel.release:
+                    raise TestbedError(
+                        f"the guest runs kernel {match.group(1)!r}, expected "
+                        f"{self.kernel.release!r}"
+                    )
+                return
+
+    # -- exec ------------------------------------------------------------------------------
+
+    def run_exec(self, on_output: Callable[[Output], object], timeout: float) -> Exited:
+        """Follow the command of an ``exec_command`` machine to its end: hand each chunk of
+        its output to ``on_output`` as it arrives, return how it ended.
+
+        The boot (to the guest's "command started" frame) is bounded by the boot timeout, the
+        command by ``timeout``. A guest that panics, a QEMU that exits, a module that did not
+        load, a malformed stream or a command that outlives ``timeout`` raise (output that
+        arrived before is handed over first).
+        """
+        from testbed.guest.execout import ExecStreamParser, Exited, Started
+
+        if self.exec_command is None or self._boot_deadline is None:
+            raise TestbedError("run_exec: the machine was not started with exec_command")
+        parser = ExecStreamParser()
+        reader = _Tail(self.exec_output)
+        init = MarkerWatch(self.console_log, INIT_MARKER)  # a time stamp for the phases
+        boot = self._boot_deadline
+        command = Deadline(timeout, "the command")  # restarted when the command starts
+        next_check = 0.0
+        ended: Exited | None = None
+
+        def pump() -> Exited | None:
+            nonlocal command, ended
+            for event in parser.feed(reader.read()):
+                if isinstance(event, Started):
+                    self.timings["command_started"] = time.monotonic()
+                    command = Deadline(timeout, "the command")
+                    lines = self.console_text().splitlines()
+                    self._check_modules_loaded(lines)
+                    self._check_release(lines)
+                elif isinstance(event, Exited):
+                    self.timings["command_exited"] = time.monotonic()
+                    ended = event
+                else:
+                    on_output(event)
+            return ended
+
+        def done() -> Exited | None:
+            nonlocal next_check
+            if "init_seen" not in self.timings and init.seen():
+                self.timings["init_seen"] = time.monotonic()
+            if pump() is not None:
+                return ended
+            if parser.started:
+                command.check("running the command in the guest")
+            else:
+                boot.check(waiting)
+            if time.monotonic() >= next_check or (
+                self.process is not None and self.process.poll() is not None
+            ):
+                next_check = time.monotonic() + 0.1
+                try:
+                    self.check_alive()
+                except (MachineDied, GuestPanic):
+                    if pump() is not None:  # the guest wrote its end and powered off
+                        return ended
+                    raise
+            return None
+
+        waiting = "waiting for the guest to boot and start the command"
+        try:
+            return wait_for(
+                done,
+                Deadline(boot.remaining() + timeout + 1, "testbed exec"),  # a backstop
+                doing=waiting,
+                interval=0.01,
+                max_interval=0.01,
+            )
+        except DeadlineExceeded as exc:
+            if parser.started:
+                raise DeadlineExceeded(
+                    f"the command did not finish within {timeout:g} s in the guest "
+                    f"(--timeout): {self.exec_command}"
+                ) from exc
+            raise GuestUnreachable(
+                f"the guest did not start the command within {boot.seconds:g} s "
+                f"(--boot-timeout)\n{self._console_tail()}"
+            ) from exc
+        finally:
+            reader.close()
 
     def _resume(self, saved: Saved, deadline: Deadline, t0: float) -> None:
         """Start a fresh QEMU on ``saved``'s state (see :mod:`testbed.qemu.snapshot`): its
@@ -310,6 +448,8 @@ class Machine:
         self.argv += ["-incoming", f"exec:cat {shlex.quote(str(saved.state))}"]
         (self.run_dir / "qemu-cmdline.txt").write_text(cmdline.shell_line(self.argv) + "\n")
         self.console_log.unlink(missing_ok=True)
+        from testbed.qemu.qmp import QMP
+
         self._qmp = qmp = QMP(self.run_dir / "qmp.log", name=self.spec.name)
         qmp.listen(self.private_dir / "qmp.sock")
         self.process = proc = QemuProcess(self.argv, self.run_dir / "qemu-stderr.log")
@@ -335,8 +475,11 @@ class Machine:
         (self.private_dir / "known_hosts").write_text(self._ssh.known_hosts_line())
         self._ssh.watchdog = self.check_alive
         self._ssh.connect(deadline)
-        # the guest's clock went on from the saved moment: bring it to the host's
-        self._ssh.run_check(f"date -u -s @{time.time():.0f} >/dev/null", timeout=deadline.cap(30))
+        # the guest's clock went on from the saved moment: bring it to the host's; and devices
+        # QEMU does not migrate (edu) came back at reset: give them their config space back
+        from testbed.qemu.snapshot import replay_lost_config
+
+        self.replayed_config = replay_lost_config(self._ssh, saved)
         self.timings["boot_to_ssh_s"] = self.timings["ready_s"] = time.monotonic() - t0
         log.info(
             "machine %s restored in %.1f s, ssh port %d",
@@ -438,11 +581,13 @@ class Machine:
         if self.process is not None and self.process.poll() is not None and not self._down:
             early = console.check(self.console_text()).of(Problem.PANIC)
             if early:
-                # panic=-1 + reboot=shutdown: a panic before pvpanic was loaded ends QEMU.
+                # panic=-1 + reboot=shutdown: a panic before pvpanic was loaded ends QEMU; so
+                # does any panic on an exec machine (panic=exit-failure, no QMP to report it)
+                when = "" if self._qmp is None else " before the pvpanic driver was loaded"
                 raise GuestPanic(
-                    "the guest kernel panicked before the pvpanic driver was loaded (QEMU "
-                    f"exited with code {self.process.poll()}); console "
-                    f"({self.console_log}):\n  " + "\n  ".join(early[0].excerpt)
+                    f"the guest kernel panicked{when} (QEMU exited with code "
+                    f"{self.process.poll()}); console ({self.console_log}):\n  "
+                    + "\n  ".join(early[0].excerpt)
                 )
             raise MachineDied(
                 f"QEMU exited with code {self.process.poll()}\n"
@@ -517,3 +662,23 @@ class Machine:
             "console_log": str(self.console_log),
             "run_dir": str(self.run_dir),
         }
+
+
+class _Tail:
+    """Reads what was appended to a file since the last read (the file may not exist yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def read(self, limit: int = 1 << 20) -> bytes:
+        if self._file is None:
+            try:
+                self._file = self.path.open("rb")
+            except FileNotFoundError:
+                return b""
+        return bytes(self._file.read(limit))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

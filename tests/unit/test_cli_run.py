@@ -408,9 +408,10 @@ def test_jobs_and_shard_become_xdist_and_plugin_arguments() -> None:
     assert argv[argv.index("junit_suite_name=p2p-testbed-shard-2-of-3") - 1] == "-o"
 
 
-def test_snapshot_is_passed_on() -> None:
-    assert "--testbed-snapshot" in pytest_args(parser().parse_args(["run", "--snapshot"]))
-    assert "--testbed-snapshot" not in pytest_args(parser().parse_args(["run"]))
+def test_snapshot_is_the_default_and_no_snapshot_is_passed_on() -> None:
+    assert "--testbed-no-snapshot" in pytest_args(parser().parse_args(["run", "--no-snapshot"]))
+    assert "--testbed-no-snapshot" not in pytest_args(parser().parse_args(["run"]))
+    assert "--testbed-no-snapshot" not in pytest_args(parser().parse_args(["run", "--snapshot"]))
 
 
 def test_one_job_and_no_shard_add_nothing() -> None:

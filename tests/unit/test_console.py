@@ -569,3 +569,21 @@ def test_marker_watch_does_not_match_a_prefix(tmp_path: Path) -> None:
     with log.open("ab") as f:
         f.write(b"son unknown\n")
     assert not watch.seen()
+
+
+def test_marker_times_are_the_printk_stamps_of_the_testbed_lines() -> None:
+    from testbed.guest.console import marker_times
+
+    text = (
+        "[    0.000000] Linux version 6.1.0-57-cloud-amd64 (debian-kernel@...)\r\n"
+        "[    1.719487] testbed-guest: init reached\r\n"
+        "not a printk line: testbed-guest: ready\n"
+        "[    2.291509] testbed-guest: ready\n"
+        "[    2.300000] testbed-guest: command exited (e 0)\n"
+        "[    9.000000] testbed-guest: ready\n"
+    )
+    assert marker_times(text) == {
+        "init reached": 1.719487,
+        "ready": 2.291509,  # the first one
+        "command exited (e 0)": 2.3,
+    }

@@ -7,6 +7,7 @@ memory and read back with GNU cpio. Nothing here needs busybox, dropbear or a re
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import stat
@@ -40,12 +41,15 @@ MODULES_BUILTIN = "kernel/crypto/crc32c_generic.ko\nkernel/fs/ext4-fs.ko\n"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_memos() -> None:
-    """initramfs memoises ldd, busybox applets and file hashes per process; a test that fakes
-    subprocess must not see results an earlier test (or a booted guest) left there."""
-    initramfs._shared_libraries.cache_clear()
+def _fresh_memos(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """initramfs memoises ldd, busybox applets and file hashes per process and in the cache;
+    a test that fakes subprocess must not see results an earlier test (or a booted guest)
+    left there, nor leave its fakes in the user's cache."""
+    initramfs._ldd.cache_clear()
     initramfs._applets.cache_clear()
     initramfs._digest.cache_clear()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(initramfs, "_MEMO", initramfs._ProbeMemo())
 
 
 @pytest.fixture
@@ -351,6 +355,40 @@ def test_shared_libraries_parses_ldd(monkeypatch: pytest.MonkeyPatch) -> None:
         Path("/lib/x86_64-linux-gnu/libcrypt.so.1"),
         Path("/lib/x86_64-linux-gnu/libc.so.6"),
         Path("/lib64/ld-linux-x86-64.so.2"),
+    ]
+
+
+@pytest.mark.skipif(not Path("/etc/ld.so.cache").is_file(), reason="no loader cache to key on")
+def test_ldd_is_remembered_across_processes_until_the_binary_changes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    binary = tmp_path / "tool"
+    binary.write_bytes(b"\x7fELF v1")
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=LDD, stderr="")
+
+    monkeypatch.setattr("testbed.guest.initramfs.subprocess.run", fake_run)
+    first = initramfs.shared_libraries(binary)
+    initramfs._MEMO.save()
+    # a new process: nothing in memory, the memo file read back
+    initramfs._ldd.cache_clear()
+    monkeypatch.setattr(initramfs, "_MEMO", initramfs._ProbeMemo())
+    assert initramfs.shared_libraries(binary) == first
+    assert len(calls) == 1
+    assert initramfs._MEMO.path.is_relative_to(tmp_path / "xdg-cache")
+    binary.write_bytes(b"\x7fELF version 2")  # another size: another identity
+    initramfs.shared_libraries(binary)
+    assert len(calls) == 2
+    # saved again: the entry of the binary as it was is dropped, only the live one is kept
+    initramfs._MEMO.save()
+    kept = json.loads(initramfs._MEMO.path.read_text())
+    assert [k for k in kept if str(binary) in k] == [
+        initramfs._key(
+            "ldd", initramfs._identity(binary), initramfs._identity(Path("/etc/ld.so.cache"))
+        )
     ]
 
 

@@ -116,3 +116,19 @@ def test_artifact_folder_is_emptied_at_the_start(pytester: pytest.Pytester) -> N
     (stale / "old-console.log").write_text("from an earlier run")
     result = pytester.runpytest(f"--testbed-artifacts={pytester.path / 'arts'}")
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("options", "snapshot"),
+    [((), True), (("--testbed-no-snapshot",), False), (("--testbed-snapshot",), True)],
+)
+def test_snapshot_reuse_is_on_unless_no_snapshot(
+    pytester: pytest.Pytester, options: tuple[str, ...], snapshot: bool
+) -> None:
+    pytester.makepyfile(
+        f"""
+        def test_setting(testbed_settings):
+            assert testbed_settings.snapshot is {snapshot}
+        """
+    )
+    assert pytester.runpytest(*options).ret == pytest.ExitCode.OK

@@ -303,6 +303,22 @@ def test_ssh_port_forward_and_qmp() -> None:
     assert "panic=pause" in option_values(argv, "-action")
 
 
+def test_an_exec_machine_has_an_output_port_and_no_monitor() -> None:
+    """``testbed exec``: a second serial port written to a file (the guest's ttyS1), no QMP,
+    and a panic ends QEMU since nothing would see it paused; the rest is the same machine."""
+    exec_launch = dataclasses.replace(
+        LAUNCH, qmp_socket=None, exec_output=Path("/fake/run/exec-output.bin")
+    )
+    argv = build_argv(small_machine(), exec_launch)
+    assert option_values(argv, "-serial") == ["chardev:console", "chardev:execout"]
+    assert "file,id=execout,path=/fake/run/exec-output.bin" in option_values(argv, "-chardev")
+    assert "-mon" not in argv
+    assert not any("id=qmp" in value for value in option_values(argv, "-chardev"))
+    assert option_values(argv, "-action") == ["panic=exit-failure", "reboot=shutdown"]
+    ssh_machine = build_argv(small_machine(), LAUNCH)
+    assert option_values(argv, "-device") == option_values(ssh_machine, "-device")
+
+
 def test_an_early_panic_ends_qemu() -> None:
     """Before pvpanic loads, a panic reboots at once and the reboot ends QEMU."""
     argv = build_argv(small_machine(), LAUNCH)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -92,6 +93,12 @@ def test_bench_prints_one_json_object_with_the_figures(testbed_settings: Setting
     # one run: the paired ratio is that run's, the same as the ratio of the (single) medians
     assert abs(result["exec_ratio"] - result["exec_s"] / result["bare_s"]) < 0.01
     assert result["exec_ratio"] == result["exec_ratio_of_medians"]
+    assert result["exec_ratio"] == result["exec_ratio_of_minimums"]
+    # where the exec's time went: the phases add up to the whole process
+    phases = result["exec_phases"]
+    assert {"start_imports_s", "qemu_to_init_s", "init_to_command_s", "command_s"} <= set(phases)
+    assert abs(sum(phases.values()) - result["exec_s"]) < 0.02
+    assert len(result["load_average"]) == 3
     assert abs(result["ratio"] - result["boot_to_ssh_s"] / result["bare_boot_s"]) < 0.01
     assert result["ratio"] == result["ratio_of_medians"]
     # the whole process includes a boot: it cannot take less than the floor's kernel start
@@ -160,6 +167,84 @@ def test_exec_streams_output_as_it_comes(testbed_settings: Settings) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _exec(
+    settings: Settings, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [TESTBED, "exec", *_accel(settings), *args],
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_exec_without_ssh_carries_binary_output_whole_and_kept_apart(
+    testbed_settings: Settings, tmp_path: Path
+) -> None:
+    """The exec port is raw: 300 kB of every byte value, no CR added, stdout and stderr
+    interleaved by the command arrive each on its own stream, byte for byte; no sshd runs."""
+    script = (
+        "i=0; while [ $i -lt 1200 ]; do printf '%04d\\n' $i; i=$((i+1)); done; "
+        "echo err-line >&2; head -c 300000 /dev/urandom > /tmp/r; cat /tmp/r; "
+        "md5sum /tmp/r >&2; pidof dropbear >&2; exit 0"
+    )
+    out = _exec(testbed_settings, "--no-p2p", "--run-dir", str(tmp_path / "run"), "--", script)
+    assert out.returncode == 0, out.stderr[-2000:]
+    counted = b"".join(b"%04d\n" % i for i in range(1200))
+    assert out.stdout.startswith(counted)
+    blob = out.stdout[len(counted) :]
+    assert len(blob) == 300000
+    err = out.stderr.decode(errors="replace").splitlines()
+    assert "err-line" in err
+    md5 = next(line.split()[0] for line in err if line.endswith("/tmp/r"))
+    assert hashlib.md5(blob).hexdigest() == md5
+    assert not any(line.strip().isdigit() for line in err), "dropbear ran in an exec guest"
+    console = (tmp_path / "run" / "console.log").read_text()
+    assert "testbed-guest: command started" in console
+    assert "testbed-guest: sshd ready" not in console
+    assert "-serial chardev:execout" in (tmp_path / "run" / "qemu-cmdline.txt").read_text()
+
+
+def test_exec_a_command_killed_by_a_signal_exits_255(testbed_settings: Settings) -> None:
+    out = _exec(testbed_settings, "--no-p2p", "--", "echo before; kill -9 $$")
+    assert out.returncode == 255, out.stderr
+    assert out.stdout == b"before\n"
+
+
+def test_exec_over_ssh_still_gives_the_same_streams_and_status(testbed_settings: Settings) -> None:
+    out = _exec(testbed_settings, "--ssh", "--no-p2p", "--", "echo o; echo e >&2; exit 5")
+    assert out.returncode == 5, out.stderr
+    assert out.stdout == b"o\n"
+    assert b"e\n" in out.stderr
+
+
+def test_exec_a_guest_panic_under_the_command_is_an_error_after_its_output(
+    testbed_settings: Settings,
+) -> None:
+    """The panic (pvpanic loaded: QEMU pauses and reports it) ends the wait at once, long
+    before --timeout, with the panic named and the command's earlier output delivered."""
+    start = time.monotonic()
+    out = _exec(
+        testbed_settings, "--no-p2p", "--timeout", "120", "--",
+        "echo about-to-crash; sleep 0.5; echo c > /proc/sysrq-trigger; sleep 60",
+    )  # fmt: skip
+    assert time.monotonic() - start < 60
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == b"about-to-crash\n"
+    err = out.stderr.decode(errors="replace")
+    assert "testbed: error: the guest kernel panicked" in err
+    assert "sysrq" in err.lower()
+
+
+def test_exec_a_command_that_outlives_its_timeout_is_an_error(testbed_settings: Settings) -> None:
+    start = time.monotonic()
+    out = _exec(testbed_settings, "--no-p2p", "--timeout", "3", "--", "echo started; sleep 100")
+    assert time.monotonic() - start < 60
+    assert out.returncode == 2
+    assert out.stdout == b"started\n"
+    assert b"the command did not finish within 3 s in the guest (--timeout)" in out.stderr
 
 
 def test_exec_keep_leaves_the_guest_up_until_ctrl_c(
@@ -312,3 +397,45 @@ def test_exec_boots_a_built_kernel_tree(testbed_settings: Settings, tmp_path: Pa
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == release
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_exec_stopped_mid_command_leaves_no_qemu_or_files(
+    tmp_path: Path, testbed_settings: Settings, how: signal.Signals
+) -> None:
+    """Ctrl-C (or a CI cancel's SIGTERM, handled like Ctrl-C: exit 130 either way) while the
+    guest runs the command: QEMU and its BAR file are gone -- without QMP on an exec machine."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [TESTBED, "exec", "--run-dir", str(run_dir), *_accel(testbed_settings), "--",
+         "echo started; sleep 120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"started\n", proc.stderr.read()
+        bar = run_dir / "gpu-exporter.bar"
+        assert bar.is_file()
+        qemu = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and str(run_dir).encode() in _cmdline(p)
+        ]
+        assert qemu, "no QEMU process names the run folder"
+        proc.send_signal(how)
+        assert proc.wait(timeout=30) == 130
+        assert not [pid for pid in qemu if Path(f"/proc/{pid}").exists()], "QEMU left running"
+        assert not bar.exists(), "the BAR backing file must be removed"
+        assert (run_dir / "console.log").is_file(), "artifacts stay"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

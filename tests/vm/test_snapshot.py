@@ -25,6 +25,7 @@ from testbed.qemu.machine import Machine
 from testbed.qemu.process import reaped_tempdir
 
 EXPORTER = "1af4:1110"
+IMPORTER = "1234:11e8"
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +104,19 @@ def test_resumed_guest_is_the_saved_one_in_folders_of_its_own(
         assert not (folder / "gpu-exporter.bar").exists(), "BAR copy left behind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: after a restore, the importer's DMA into the exporter's BAR does not reach "
-    "the BAR's backing file, though the guest reads it back and its CPU writes do reach the "
-    "file (QEMU 7.2, ivshmem-plain master=on, memory-backend-file share=on); why "
-    "--testbed-snapshot is opt-in",
-)
 def test_dma_into_a_resumed_guests_bar_reaches_its_backing_file(
     tmp_path: Path, saved: snapshot.Saved, drivers: Payload, testbed_kernel: Kernel
 ) -> None:
+    """QEMU 7.2's edu migrates no state, not even its config space: without the write-back
+    (snapshot.replay_lost_config) its BAR0 is unassigned and bus mastering off after the
+    restore, and this DMA never happens (it was a strict xfail until the cause was found)."""
     with _resume(saved, tmp_path / "vm", drivers, testbed_kernel) as vm:
+        importer = pci.find(vm.ssh, IMPORTER)[0].address
+        assert vm.replayed_config == [importer], "only edu should have lost its config space"
+        saved_config = dict(saved.pci_config)[importer]
+        now = snapshot.parse_config_dump(vm.ssh.run_check(snapshot.CONFIG_DUMP).stdout)
+        assert now[importer][0x10:0x14] == saved_config[0x10:0x14]  # BAR0 where the guest put it
+        assert now[importer][4] & 0x06 == 0x06  # memory decoding and bus mastering on
         run = ctl.p2pctl(
             vm.ssh, "create size=16K", "mmap", "reg", "dma-write len=4096 pattern=0x5a", "dereg"
         ).expect_ok()
