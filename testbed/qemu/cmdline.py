@@ -116,11 +116,16 @@ def build_argv(machine: Machine, launch: Launch) -> list[str]:
         "-action", "panic=pause" if launch.qmp_socket is not None else "panic=exit-failure",
         "-action", "reboot=shutdown",
         "-device", "pvpanic-pci",
-        # restrict=on: the guest (an untrusted kernel) reaches nothing on the host or beyond;
-        # the SSH forward still works, it is a connection from the host in.
-        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{launch.ssh_port}-:22",
-        "-device", "virtio-net-pci,netdev=net0,romfile=",
     ]  # fmt: skip
+    if launch.qmp_socket is not None:
+        # restrict=on: the guest (an untrusted kernel) reaches nothing on the host or beyond;
+        # the SSH forward still works, it is a connection from the host in. testbed exec's
+        # machine (no monitor, its output on a serial port) has no network at all: nothing
+        # would use it, and the guest would probe the NIC on every boot.
+        argv += [
+            "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{launch.ssh_port}-:22",
+            "-device", "virtio-net-pci,netdev=net0,romfile=",
+        ]  # fmt: skip
     if launch.exec_output is not None:
         argv += [
             "-chardev", f"file,id=execout,path={_path(launch.exec_output)}",

@@ -305,7 +305,8 @@ def test_ssh_port_forward_and_qmp() -> None:
 
 def test_an_exec_machine_has_an_output_port_and_no_monitor() -> None:
     """``testbed exec``: a second serial port written to a file (the guest's ttyS1), no QMP,
-    and a panic ends QEMU since nothing would see it paused; the rest is the same machine."""
+    a panic ends QEMU since nothing would see it paused, and no network (nothing would use
+    it); the rest is the same machine."""
     exec_launch = dataclasses.replace(
         LAUNCH, qmp_socket=None, exec_output=Path("/fake/run/exec-output.bin")
     )
@@ -315,8 +316,13 @@ def test_an_exec_machine_has_an_output_port_and_no_monitor() -> None:
     assert "-mon" not in argv
     assert not any("id=qmp" in value for value in option_values(argv, "-chardev"))
     assert option_values(argv, "-action") == ["panic=exit-failure", "reboot=shutdown"]
+    assert "-netdev" not in argv
     ssh_machine = build_argv(small_machine(), LAUNCH)
-    assert option_values(argv, "-device") == option_values(ssh_machine, "-device")
+    nic = "virtio-net-pci,netdev=net0,romfile="
+    assert nic in option_values(ssh_machine, "-device")
+    assert option_values(argv, "-device") == [
+        d for d in option_values(ssh_machine, "-device") if d != nic
+    ]
 
 
 def test_an_early_panic_ends_qemu() -> None:
