@@ -1,5 +1,5 @@
 """The ``testbed`` command: ``run``, ``exec``, ``boot``, ``kernel``, ``doctor``, ``bench``,
-``mutants``, ``campaign``, ``repro``.
+``mutants``, ``campaign``, ``repro``, ``regress``, ``bisect``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``main(args) -> int``; errors from the testbed's tree end the command with their message and
@@ -16,13 +16,25 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from testbed.cli import bench, boot, campaign, doctor, execute, kernel, mutants, repro, run
+from testbed.cli import (
+    bench,
+    bisect,
+    boot,
+    campaign,
+    doctor,
+    execute,
+    kernel,
+    mutants,
+    regress,
+    repro,
+    run,
+)
 from testbed.errors import TestbedError
 from testbed.log import setup_cli_logging
 
 log = logging.getLogger("testbed")
 
-COMMANDS = (run, execute, boot, kernel, doctor, bench, mutants, campaign, repro)
+COMMANDS = (run, execute, boot, kernel, doctor, bench, mutants, campaign, repro, regress, bisect)
 
 
 class _Version(argparse.Action):
