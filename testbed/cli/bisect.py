@@ -40,6 +40,8 @@ EXIT_CULPRIT = 0
 EXIT_BASE_FAILS = 3
 EXIT_FULL_PASSES = 4
 EXIT_FLAKY = 5
+#: lines of the failing test's output printed (all of it is in the run's JUnit file)
+OUTPUT_LINES = 60
 
 
 def add_parser(sub: Any) -> None:
@@ -176,8 +178,9 @@ def main(args: argparse.Namespace) -> int:
             lines += [
                 f"bisect: failing test: {test} ({tried[result.culprit].rates[test].rate()})",
                 f"  artifacts: {_artifact_folder(run, test)}",
+                f"  message: {case.message}",
                 "  output:",
-                *("    " + ln for ln in case.output.splitlines()[-40:]),
+                *("    " + ln for ln in case.output.splitlines()[:OUTPUT_LINES]),
             ]
     elif result.outcome is search.Outcome.BASE_FAILS:
         lines.append(
