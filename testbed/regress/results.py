@@ -54,10 +54,13 @@ class CaseResult:
 
 
 def node_id(classname: str, name: str) -> str:
-    """``tests.p2p.test_claims`` + ``test_x`` -> ``tests/p2p/test_claims.py::test_x``."""
+    """``tests.p2p.test_claims`` + ``test_x`` -> ``tests/p2p/test_claims.py::test_x``; a
+    classname that is not a Python module path (``hmm-tests``) is kept: ``hmm-tests::x``."""
     if not classname:
         return name
-    return f"{classname.replace('.', '/')}.py::{name}"
+    if all(part.isidentifier() for part in classname.split(".")):
+        return f"{classname.replace('.', '/')}.py::{name}"
+    return f"{classname}::{name}"
 
 
 def short(test: str) -> str:

@@ -227,3 +227,26 @@ def test_the_json_summary_has_the_documented_keys() -> None:
         "patched": {"runs": 1, "passed": 0, "failed": 1, "skipped": 0, "state": "fail"},
     }
     assert summary["wall_seconds"] == 12.3 and summary["repeat"] == 1
+
+
+def test_a_classname_that_is_no_module_path_is_kept() -> None:
+    assert results.node_id("hmm-tests", "anon_read") == "hmm-tests::anon_read"
+    assert results.node_id("tests.p2p.t", "x[a b]") == "tests/p2p/t.py::x[a b]"
+    assert results.node_id("", "lonely") == "lonely"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["regress", "-k", "claim4"], ()),
+        (["regress", "--", "--kselftest", "mm/hmm-tests"], ("--kselftest", "mm/hmm-tests")),
+        (["bisect", "--series", "s", "--test", "t", "--", "-j", "2"], ("-j", "2")),
+    ],
+)
+def test_run_options_after_the_double_dash_pass_through(
+    argv: list[str], expected: tuple[str, ...]
+) -> None:
+    from testbed.cli import parser
+    from testbed.cli.regress import run_args
+
+    assert run_args(parser().parse_args(argv)) == expected
