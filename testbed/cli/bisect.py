@@ -97,17 +97,9 @@ def _failing_case(tried: Tried) -> tuple[str, CaseResult, Run] | None:
         if rate.state in (State.FAIL, State.FLAKY):
             for run in tried.runs:
                 case = (run.cases or {}).get(test)
-                if case is not None and case.outcome.rank >= 2:
+                if case is not None and case.outcome.broke:
                     return test, case, run
     return None
-
-
-def _artifact_folder(run: Run, test: str) -> Path:
-    from testbed.regress.results import short
-
-    stem = short(test).replace("[", "-").replace("]", "").rstrip("-")
-    found = sorted(run.artifacts.glob(f"*{stem}*")) if run.artifacts.is_dir() else []
-    return found[0] if found else run.artifacts
 
 
 def main(args: argparse.Namespace) -> int:
@@ -177,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
             test, case, run = failing
             lines += [
                 f"bisect: failing test: {test} ({tried[result.culprit].rates[test].rate()})",
-                f"  artifacts: {_artifact_folder(run, test)}",
+                f"  artifacts: {run.artifact_folder(test)}",
                 f"  message: {case.message}",
                 "  output:",
                 *("    " + ln for ln in case.output.splitlines()[:OUTPUT_LINES]),
@@ -190,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
         failing = _failing_case(tried[0])
         if failing is not None:
             lines.append(
-                f"  failing: {failing[0]}, artifacts: {_artifact_folder(failing[2], failing[0])}"
+                f"  failing: {failing[0]}, artifacts: {failing[2].artifact_folder(failing[0])}"
             )
     elif result.outcome is search.Outcome.FULL_PASSES:
         lines.append(

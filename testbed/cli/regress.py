@@ -184,8 +184,12 @@ def main(args: argparse.Namespace) -> int:
                 print(f"regress: {key} run {i} reported no results: {run.note}")
     for row in rows:
         if row.change is verdict.Change.REGRESSION:
-            failing = [r for r in runs["patched"] if r.cases and row.test in r.cases]
-            where = failing[0].artifacts if failing else out / "patched"
+            failing = [
+                r
+                for r in runs["patched"]
+                if r.cases and row.test in r.cases and r.cases[row.test].outcome.broke
+            ]
+            where = failing[0].artifact_folder(row.test) if failing else out / "patched"
             print(f"regress: REGRESSION {results.short(row.test)}: artifacts under {where}")
     wall = time.monotonic() - started
     sides = {

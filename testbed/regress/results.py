@@ -36,7 +36,13 @@ class Outcome(enum.Enum):
 
     @property
     def rank(self) -> int:
+        """Which outcome wins when one test reports twice: error > failed > skipped > passed."""
         return _RANK[self]
+
+    @property
+    def broke(self) -> bool:
+        """A failure or an error: what counts against a test."""
+        return self in (Outcome.FAILED, Outcome.ERROR)
 
 
 _RANK = {Outcome.PASSED: 0, Outcome.SKIPPED: 1, Outcome.FAILED: 2, Outcome.ERROR: 3}
@@ -182,7 +188,7 @@ class Rates:
         return Rates(
             self.runs + 1,
             self.passed + (outcome is Outcome.PASSED),
-            self.failed + (outcome in (Outcome.FAILED, Outcome.ERROR)),
+            self.failed + outcome.broke,
             self.skipped + (outcome is Outcome.SKIPPED),
         )
 

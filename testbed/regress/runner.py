@@ -31,7 +31,7 @@ from testbed.config.kernels import find_kernel_spec, load_kernel_spec
 from testbed.kernel import build as kbuild
 from testbed.kernel import series as kseries
 from testbed.kernel.image import Kernel
-from testbed.regress.results import CaseResult, RegressError, parse_junit
+from testbed.regress.results import CaseResult, RegressError, parse_junit, short
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,12 @@ class Run:
     def artifacts(self) -> Path:
         return self.folder / "artifacts"
 
+    def artifact_folder(self, test: str) -> Path:
+        """``test``'s artifact folder in this run (kept when it failed), else the run's."""
+        stem = short(test).replace("[", "-").replace("]", "").rstrip("-")
+        found = sorted(self.artifacts.glob(f"*{stem}*")) if self.artifacts.is_dir() else []
+        return found[0] if found else self.artifacts
+
     def as_json(self) -> dict[str, object]:
         return {
             "junit": str(self.junit),
@@ -232,9 +238,7 @@ def run_repeats(
     for i in range(1, repeat + 1):
         run = run_once(kernel, selection, folder / f"run-{i}", timeout)
         runs.append(run)
-        failed = (
-            sum(c.outcome.rank >= 2 for c in run.cases.values()) if run.cases is not None else None
-        )
+        failed = sum(c.outcome.broke for c in run.cases.values()) if run.cases is not None else None
         what = f"{failed}/{len(run.cases)} failed" if run.cases is not None else run.note
         print(f"  {label} run {i}/{repeat}: {what} in {run.seconds:.0f} s", flush=True)
     return runs
