@@ -87,13 +87,22 @@ def _compiler_version(cc: str) -> str:
 
 
 def cache_key(kernel: Kernel, src: Path, files: list[Path], compiler: str) -> str:
-    """The cache key of a build of ``files`` (relative to ``src``) for ``kernel``."""
+    """The cache key of a build of ``files`` (relative to ``src``) for ``kernel``.
+
+    The kernel is identified by its release, ``.config``, ``Module.symvers`` and its image's
+    bytes: two builds of one release with the same config and exports can still differ in a
+    structure the drivers use (a series' prefix without RFC 3/5's ``vm_operations_struct``
+    members has ``patched``'s config and exports), and modules built against one crash the
+    other."""
     h = hashlib.sha256()
     for rel in files:
         data = (src / rel).read_bytes()
         h.update(f"{rel}\0{len(data)}\0".encode())
         h.update(data)
     h.update(f"release\0{kernel.release}\0compiler\0{compiler}\0".encode())
+    if kernel.image.is_file():
+        with kernel.image.open("rb") as f:
+            h.update(b"image\0" + hashlib.file_digest(f, "sha256").digest())
     if kernel.build is not None:
         for name in (".config", "Module.symvers"):
             path = kernel.build / name

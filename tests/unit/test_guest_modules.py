@@ -338,3 +338,13 @@ def test_two_processes_building_one_entry_build_it_once(
         assert ko.read_bytes() == b"\x7fELF" + name.encode()
     leftovers = [p.name for p in ko.parent.iterdir() if p.name not in {".lock"}]
     assert sorted(leftovers) == sorted(f"{n}.ko" for n in modules.MODULE_NAMES)
+
+
+def test_cache_key_changes_with_the_kernel_image(tmp_path: Path, src: Path) -> None:
+    """Same release, config and exports, another build (a series prefix without the struct
+    members 'patched' has): modules built for one must not be loaded into the other."""
+    kernel = fake_kernel(tmp_path)
+    kernel.image.write_bytes(b"bzImage of patched")
+    before = key(kernel, src)
+    kernel.image.write_bytes(b"bzImage of a prefix of the demo series")
+    assert key(kernel, src) != before
