@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,10 +146,17 @@ class Run:
         return self.folder / "artifacts"
 
     def artifact_folder(self, test: str) -> Path:
-        """``test``'s artifact folder in this run (kept when it failed), else the run's."""
+        """Where ``test``'s console, dmesg and QMP log are in this run: its own folder, else
+        its module's shared guest's (``test_claims-shared-guest``), else the run's."""
+        if not self.artifacts.is_dir():
+            return self.artifacts
         stem = short(test).replace("[", "-").replace("]", "").rstrip("-")
-        found = sorted(self.artifacts.glob(f"*{stem}*")) if self.artifacts.is_dir() else []
-        return found[0] if found else self.artifacts
+        module = Path(test.split("::", 1)[0]).stem
+        for pattern in (f"*{stem}*", f"{module}-*"):
+            found = sorted(p for p in self.artifacts.glob(pattern) if p.is_dir())
+            if found:
+                return found[0]
+        return self.artifacts
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -183,6 +191,7 @@ def run_once(
     which ``testbed run`` answers by cleaning up and writing its JUnit file, then SIGKILL)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "junit.xml").unlink(missing_ok=True)
+    shutil.rmtree(folder / "artifacts", ignore_errors=True)  # an earlier run's would mislead
     argv = run_argv(kernel, selection, folder)
     (folder / "command.txt").write_text(" ".join(argv) + "\n")
     started = time.monotonic()

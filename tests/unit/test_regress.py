@@ -250,3 +250,17 @@ def test_run_options_after_the_double_dash_pass_through(
     from testbed.cli.regress import run_args
 
     assert run_args(parser().parse_args(argv)) == expected
+
+
+def test_the_failing_tests_artifact_folder(tmp_path: Path) -> None:
+    from testbed.regress.runner import Run
+
+    run = Run(tmp_path, 1, 1.0, None)
+    test = "tests/p2p/test_claims.py::test_claim4_x"
+    assert run.artifact_folder(test) == tmp_path / "artifacts"  # nothing kept
+    shared = tmp_path / "artifacts" / "test_claims-shared-guest"
+    shared.mkdir(parents=True)
+    assert run.artifact_folder(test) == shared
+    own = tmp_path / "artifacts" / "tests-p2p-test_unplug.py--test_claim5_zaps-default"
+    own.mkdir()
+    assert run.artifact_folder("tests/p2p/test_unplug.py::test_claim5_zaps[default]") == own
