@@ -170,3 +170,28 @@ def test_diffstat_of_a_new_and_a_deleted_file(tmp_path: Path) -> None:
         search.FileStat("old.c", 0, 1),
     )
     assert search.subject(patch) == "x"
+
+
+def test_prefix_requests_share_the_cache_with_base_and_the_full_series(tmp_path: Path) -> None:
+    """Prefix 0 is base's cache entry, prefix n the full series' (whatever the labels); the
+    prefixes in between are entries of their own, all in base's work tree."""
+    from testbed.config.kernels import BaseConfig
+    from testbed.kernel import build, kconfig
+    from testbed.kernel.source import Source
+    from testbed.regress import runner
+
+    src = Source("tarball", tmp_path / "linux.tar.xz", "sha256:00ff", "linux.tar.xz")
+    fragment = kconfig.parse_fragment("CONFIG_A=y\n", tmp_path / "base.config")
+    base = build.Request("base", src, BaseConfig.TINYCONFIG, (fragment,), None, "gcc 12")
+    ser = demo()
+    full = runner.with_series(base, ser, "demo-buggy-unmap")
+    prefixes = [runner.with_series(base, runner.prefix(ser, k), f"p{k}") for k in range(5)]
+    assert prefixes[0].series is None and prefixes[0].key() == base.key()
+    assert prefixes[4].key() == full.key()
+    assert len({p.key() for p in prefixes}) == 5
+    assert {p.work_id() for p in prefixes} == {base.work_id()}
+    third = runner.prefix(ser, 3)
+    assert third is not None and [p.name for p in third.patches] == [
+        p.name for p in ser.patches[:3]
+    ]
+    assert third.name == "demo-buggy-unmap[:3]"
