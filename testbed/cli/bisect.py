@@ -170,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
             lines += [
                 f"bisect: failing test: {test} ({tried[result.culprit].rates[test].rate()})",
                 f"  artifacts: {run.artifact_folder(test)}",
-                f"  message: {case.message}",
+                "  message: " + case.message.replace("\n", "\n    "),
                 "  output:",
                 *("    " + ln for ln in case.output.splitlines()[:OUTPUT_LINES]),
             ]
