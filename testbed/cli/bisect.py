@@ -103,7 +103,7 @@ def _failing_case(tried: Tried) -> tuple[str, CaseResult, Run] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from testbed.errors import ConfigError
+    from testbed.errors import ConfigError, KernelError
     from testbed.kernel import series as kseries
     from testbed.regress import runner, search
     from testbed.regress.results import RegressError, rates, short
@@ -131,7 +131,14 @@ def main(args: argparse.Namespace) -> int:
         label = f"{ser.name}[:{k}]" if k else args.base
         request = runner.with_series(base_request, runner.prefix(ser, k), label)
         print(f"bisect: prefix {k}/{n} ({label}): kernel [{request.key()}]", flush=True)
-        obtained = runner.obtain_request(request, label)
+        try:
+            obtained = runner.obtain_request(request, label)
+        except KernelError as exc:  # a patch that does not apply or a prefix that does not build
+            raise RegressError(
+                f"prefix {k}/{n} ({label}) cannot be built, so it cannot be judged: {exc}\n"
+                "  fix: make every prefix of the series build (each patch must stand on the "
+                "ones before it)"
+            ) from exc
         how = "built" if obtained.built else "from the cache"
         print(f"bisect: prefix {k}/{n}: {how} in {obtained.seconds:.0f} s", flush=True)
         runs = runner.run_repeats(
