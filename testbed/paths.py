@@ -99,3 +99,10 @@ def cache_lock(lock_file: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def mark_used(entry: Path) -> None:
+    """Record that a cache entry was just used (its mtime is its last use; see
+    :mod:`testbed.cache`). A read-only cache only loses the record, never the run."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)

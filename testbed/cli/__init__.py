@@ -1,5 +1,5 @@
 """The ``testbed`` command: ``run``, ``exec``, ``boot``, ``kernel``, ``doctor``, ``bench``,
-``mutants``, ``campaign``, ``repro``, ``regress``, ``bisect``.
+``mutants``, ``campaign``, ``repro``, ``cache``, ``regress``, ``bisect``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``main(args) -> int``; errors from the testbed's tree end the command with their message and
@@ -20,6 +20,7 @@ from testbed.cli import (
     bench,
     bisect,
     boot,
+    cache,
     campaign,
     doctor,
     execute,
@@ -34,7 +35,20 @@ from testbed.log import setup_cli_logging
 
 log = logging.getLogger("testbed")
 
-COMMANDS = (run, execute, boot, kernel, doctor, bench, mutants, campaign, repro, regress, bisect)
+COMMANDS = (
+    run,
+    execute,
+    boot,
+    kernel,
+    doctor,
+    bench,
+    mutants,
+    campaign,
+    repro,
+    cache,
+    regress,
+    bisect,
+)
 
 
 class _Version(argparse.Action):

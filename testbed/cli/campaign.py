@@ -37,8 +37,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--plan", action="store_true", help="print the scenarios, run nothing")
     p.add_argument(
         "--faults",
-        default=",".join(faults.FAULTS),
-        help=f"comma-separated fault kinds to draw from (default: all: {','.join(faults.FAULTS)})",
+        help=f"comma-separated fault kinds to draw from (default: {','.join(faults.FAULTS)}, "
+        f"plus {','.join(faults.INJECTION_FAULTS)} when --kernel has fault injection, e.g. "
+        "--kernel faults)",
     )
     p.add_argument(
         "--param",
@@ -86,7 +87,24 @@ def main(args: argparse.Namespace) -> int:
     from testbed.scenario import loader
     from testbed.scenario.campaign import Campaign, Options, Pool, Progress, with_params
 
-    kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
+    # Debian's stock kernel has no fault injection: only another --kernel is looked at (and
+    # built if need be) before planning, so a stock --plan stays a pure function of the seed.
+    kernel = kernel_from(args) if args.kernel not in (None, "stock") else None
+    config = kernel.config_path() if kernel is not None else None
+    available = faults.injection_kinds(config.read_text()) if config is not None else ()
+    if args.faults is None:
+        kinds = [*faults.FAULTS, *available]
+    else:
+        kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
+    missing = [k for k in kinds if k in faults.INJECTION_FAULTS and k not in available]
+    if missing:
+        raise ConfigError(
+            f"--faults {','.join(missing)}: the kernel ({kernel.release if kernel else 'stock'}) "
+            "has no fault injection for it (CONFIG_FAULT_INJECTION_DEBUG_FS, "
+            + ", ".join(faults.INJECTION_OPTIONS[k] for k in missing)
+            + "); use --kernel faults (guest-kernel-config/faults.config) or a kernel built "
+            "with guest-kernel-config/debug.config"
+        )
     try:
         scenarios = faults.plan(args.seed, args.runs, kinds)
     except ValueError as exc:
@@ -97,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"# run {i} of {len(scenarios)} (seed {args.seed})\n---")
             print(loader.dump(scenario), end="")
         return 0
-    kernel = kernel_from(args)
+    kernel = kernel or kernel_from(args)
     folder = args.out / f"seed-{args.seed}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -9,6 +9,14 @@ folders stay one per test; a module's shared-guest tests stay on one worker). ``
 runs the I-th of N deterministic parts, for a CI matrix; its JUnit suite is named after the
 shard so the N files merge.
 
+``--kselftest mm/hmm-tests`` runs an upstream kselftest program in a guest instead (with
+``--p2p``: besides the suite), built from the source of the named ``--kernel``: each of its
+tests is a row of its own (``hmm-tests.<name>``) and a JUnit testcase, with the result the
+program printed (the ``# SKIP`` reason as the skip message); the ``hmm-tests`` row is the
+program as a whole (finished, clean TAP, exit status, console). Its raw output is kept in
+``<artifacts>/kselftest-mm-hmm-tests/``. ``--ktap FILE`` writes the whole run as KTAP v1: a
+result per suite test and per kselftest program, the program's tests nested under it.
+
 SIGINT (Ctrl-C) and SIGTERM (what a CI system sends on cancel) stop the run in order: pytest
 tears every machine down, JUnit XML is still written, the table marks the test that was
 running ``interrupted``, and the exit code is 130 or 143 (128 + the signal). A second signal
@@ -23,7 +31,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -39,6 +47,8 @@ if TYPE_CHECKING:
 
 SUITE = paths.suite_dir()
 _CLAIM = re.compile(r"claim(\d+)")
+#: node ids of kselftest items (testbed.pytest_plugin.kselftest)
+KSELFTEST_NODE = "kselftest/"
 
 
 @dataclass
@@ -47,6 +57,9 @@ class Row:
     test: str
     result: str
     seconds: float
+    nodeid: str = field(default="", compare=False)
+    #: the skip reason, or the failure / error report
+    message: str = field(default="", compare=False)
 
 
 class Collector:
@@ -62,9 +75,10 @@ class Collector:
     def _row(self, nodeid: str) -> Row:
         name = nodeid.split("::", 1)[-1]
         match = _CLAIM.search(name)
-        return self.rows.setdefault(
-            nodeid, Row(f"claim{match.group(1)}" if match else "-", name, "passed", 0.0)
-        )
+        claim = f"claim{match.group(1)}" if match else "-"
+        if nodeid.startswith(KSELFTEST_NODE):
+            claim = "kselftest"
+        return self.rows.setdefault(nodeid, Row(claim, name, "passed", 0.0, nodeid))
 
     # Under pytest-xdist the controller's hooks receive these for every worker's tests.
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
@@ -87,9 +101,14 @@ class Collector:
         row = self._row(report.nodeid)
         row.seconds += report.duration
         if report.failed:
+            if row.result not in ("ERROR", "FAILED"):
+                row.message = report.longreprtext
             row.result = "ERROR" if report.when != "call" else "FAILED"
         elif report.skipped and row.result == "passed":
             row.result = "skipped"
+            longrepr = report.longrepr
+            if isinstance(longrepr, tuple) and len(longrepr) == 3:
+                row.message = str(longrepr[2]).removeprefix("Skipped: ")
 
 
 def context(facts: dict[str, set[str]]) -> str:
@@ -102,7 +121,7 @@ def context(facts: dict[str, set[str]]) -> str:
 
 def table(rows: list[Row], facts: dict[str, set[str]] | None = None) -> str:
     # claims in order, then the other tests, each group in the order they ran
-    rows = sorted(rows, key=lambda r: int(r.claim[5:]) if r.claim != "-" else 1 << 30)
+    rows = sorted(rows, key=lambda r: int(r.claim[5:]) if _CLAIM.fullmatch(r.claim) else 1 << 30)
     head = ("claim", "test", "result", "seconds")
     cells = [(r.claim, r.test, r.result, f"{r.seconds:.1f}") for r in rows]
     widths = [
@@ -138,6 +157,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "-k", dest="keyword", metavar="EXPR", help="only tests matching EXPR (as pytest -k)"
     )
+    p.add_argument(
+        "--kselftest",
+        action="append",
+        metavar="DIR/PROG",
+        help="run this upstream kselftest (e.g. mm/hmm-tests, from guest-kernel-config/"
+        "kselftests/) in a guest instead of the P2P suite, one row per test; repeatable. "
+        "Needs a named --kernel whose config has what it needs (--kernel hmm)",
+    )
+    p.add_argument("--p2p", action="store_true", help="with --kselftest: run the P2P suite as well")
+    p.add_argument("--ktap", metavar="FILE", type=Path, help="also write the run as KTAP v1 here")
     p.add_argument(
         "--artifacts",
         type=Path,
@@ -194,8 +223,19 @@ def _shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def kselftest_paths(args: argparse.Namespace) -> list[Path]:
+    """The kselftest files ``--kselftest`` names (an unknown name lists the known ones)."""
+    from testbed.config.kselftests import spec_path
+
+    names = getattr(args, "kselftest", None) or ()
+    return [spec_path(paths.kernel_config_dir(), name) for name in names]
+
+
 def pytest_args(args: argparse.Namespace) -> list[str]:
-    argv = [str(SUITE), "-p", "no:cacheprovider", "-q", f"--testbed-artifacts={args.artifacts}"]
+    selftests = [str(p) for p in kselftest_paths(args)]
+    targets = [*selftests, str(SUITE)] if getattr(args, "p2p", False) else selftests
+    argv = [*(targets or [str(SUITE)]), "-p", "no:cacheprovider", "-q"]
+    argv.append(f"--testbed-artifacts={args.artifacts}")
     # What the checkout's pyproject.toml sets, for an installed suite that has no ini file:
     # JUnit records the figures tests report with record_property.
     argv += ["-o", "junit_family=xunit1"]
@@ -249,13 +289,85 @@ def _signals_interrupt(stop: _Stop) -> Iterator[None]:
             signal.signal(sig, previous)
 
 
+_KTAP_STATUS = {
+    # result -> (ok, directive)
+    "passed": (True, None),
+    "skipped": (True, "SKIP"),
+    "FAILED": (False, None),
+    "ERROR": (False, "ERROR"),
+    "interrupted": (False, "ERROR"),
+}
+
+
+def _ktap_case(number: int, name: str, row: Row | None, subtests: Any = None) -> Any:
+    from testbed import ktap
+
+    if row is None:  # a program whose own row was deselected: ok if its tests are
+        bad = subtests is not None and any(
+            c.status in (ktap.Status.FAIL, ktap.Status.ERROR) for c in subtests.results
+        )
+        return ktap.Case(number, name, not bad, subtests=subtests)
+    ok, directive = _KTAP_STATUS.get(row.result, (False, "ERROR"))
+    message = [line.rstrip() for line in row.message.splitlines()]
+    if row.result == "skipped":
+        return ktap.Case(number, name, ok, directive, row.message.strip(), subtests=subtests)
+    reason = row.result if row.result == "interrupted" else ""
+    return ktap.Case(
+        number, name, ok, directive, reason, diagnostics=tuple(message), subtests=subtests
+    )
+
+
+def ktap_report(rows: list[Row]) -> Any:
+    """The run as a :class:`testbed.ktap.Suite`: a result per suite test and per kselftest
+    program (``hmm-tests``), with the program's tests as its subtests, in table order."""
+    from testbed import ktap
+
+    cases: list[ktap.Case] = []
+    programs: dict[str, tuple[Row | None, list[Row]]] = {}
+    order: list[tuple[str, Row | None]] = []  # ("", row) for suite rows, (program, None)
+    for row in rows:
+        if row.nodeid.startswith(KSELFTEST_NODE):
+            program = row.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            if program not in programs:
+                programs[program] = (None, [])
+                order.append((program, None))
+            _, tests = programs[program]
+            if row.test == program:
+                programs[program] = (row, tests)
+            else:
+                tests.append(row)
+        else:
+            order.append(("", row))
+    for program, suite_row in order:
+        number = len(cases) + 1
+        if not program:
+            assert suite_row is not None
+            cases.append(_ktap_case(number, suite_row.test.replace("#", "_"), suite_row))
+            continue
+        own, tests = programs[program]
+        sub = [
+            _ktap_case(i, r.test.removeprefix(f"{program}.").replace("#", "_"), r)
+            for i, r in enumerate(tests, 1)
+        ]
+        nested = ktap.Suite(tuple(sub), plan=len(sub), name=program, version="KTAP version 1")
+        cases.append(_ktap_case(number, program, own, nested))
+    return ktap.Suite(tuple(cases), plan=len(cases), version="KTAP version 1")
+
+
+def write_ktap(path: Path, rows: list[Row]) -> None:
+    from testbed import ktap
+
+    path.write_text(ktap.dump(ktap_report(rows)))
+
+
 def main(args: argparse.Namespace) -> int:
     import pytest
 
     # Validate the kernel once, before pytest starts: a bad --kernel is one line and exit 2
     # (the CLI turns the TestbedError into that), not an error per test.
-    if args.kernel is not None:
-        kernel_from(args)
+    kernel = kernel_from(args) if args.kernel is not None else None
+    if getattr(args, "kselftest", None):
+        _check_kselftests(args, kernel)
     collector = Collector()
     stop = _Stop()
     with _signals_interrupt(stop):
@@ -275,7 +387,10 @@ def main(args: argparse.Namespace) -> int:
         if code == pytest.ExitCode.INTERRUPTED:
             collector.interrupted()
         print()
-        print(table(list(collector.rows.values()), collector.facts))
+        rows = list(collector.rows.values())
+        print(table(rows, collector.facts))
+        if getattr(args, "ktap", None):
+            write_ktap(args.ktap, rows)
     if stop.signum is not None or code == pytest.ExitCode.INTERRUPTED:
         signum = stop.signum or signal.SIGINT
         print(f"testbed: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
@@ -284,3 +399,22 @@ def main(args: argparse.Namespace) -> int:
         print("testbed: error: no tests were collected from", SUITE)
         return 1
     return int(code)
+
+
+def _check_kselftests(args: argparse.Namespace, kernel: Any) -> None:
+    """Before pytest: each kselftest exists, the kernel is a named one that has what it needs
+    (a TestbedError here is one line and exit 2, in seconds, naming the kernel and the fix)."""
+    from testbed.config.kselftests import load_kselftest
+    from testbed.kselftest import guest
+    from testbed.kselftest.build import build_program
+
+    for path in kselftest_paths(args):
+        spec = load_kselftest(path)
+        request = guest.request_for(args.kernel, spec)
+        if kernel is not None:
+            guest.check_kernel(spec, kernel, args.kernel)
+        # built (or found in the cache) and listed here, so that pytest's collection finds it
+        # ready: a compile error is this command's error, not a collection error
+        program = build_program(spec, request)
+        how = f"built in {program.build_seconds:.1f} s" if program.build_seconds else "cached"
+        print(f"testbed: kselftest {spec.name}: {len(program.tests)} tests ({how})")

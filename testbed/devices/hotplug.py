@@ -57,6 +57,32 @@ def _save_query_pci(vm: Machine, label: str) -> None:
     path.write_text(json.dumps(pci, indent=1) + "\n")
 
 
+def address_in(query_pci: Any, qdev_id: str) -> str | None:
+    """The guest's PCI address (``0000:02:00.0``) of the device QEMU knows as ``qdev_id``, from
+    a ``query-pci`` reply (buses nest under ``pci_bridge``); None when it is not there. The bus
+    numbers are the ones the guest programmed, so this is the name the guest's sysfs uses."""
+
+    def walk(devices: Any) -> str | None:
+        for dev in devices or ():
+            if dev.get("qdev_id") == qdev_id:
+                return f"0000:{dev['bus']:02x}:{dev['slot']:02x}.{dev['function']}"
+            found = walk((dev.get("pci_bridge") or {}).get("devices"))
+            if found:
+                return found
+        return None
+
+    for bus in query_pci if isinstance(query_pci, list) else ():
+        found = walk(bus.get("devices"))
+        if found:
+            return found
+    return None
+
+
+def guest_address(vm: Machine, device_id: str) -> str | None:
+    """Where the guest sees ``device_id`` on its PCI bus now (None: not plugged), from QMP."""
+    return address_in(vm.qmp.execute("query-pci", timeout=10), device_id)
+
+
 def _busy(exc: QMPError) -> bool:
     return any(marker in exc.reply for marker in _BUSY)
 

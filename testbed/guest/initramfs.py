@@ -386,6 +386,7 @@ def build_base(spec: ImageSpec) -> Path:
     cache = paths.cache_dir() / "initramfs"
     dest = cache / f"{plan.digest()}.cpio"
     if dest.is_file():
+        paths.mark_used(dest)
         return dest
     log.info("building guest initramfs %s", dest.name)
     with paths.cache_writes(cache, "the guest initramfs"):

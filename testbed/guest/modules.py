@@ -4,8 +4,13 @@ The sources live in ``qemu-devices/p2p/`` (see its README for the interface). Th
 built out of tree with ``make -C <kernel build tree> M=<a copy in a temp dir> W=1``, so the
 checkout never fills with build products, and cached under
 ``~/.cache/p2p-testbed/modules/<key>/``. The key hashes every source file (path and bytes), the
-kernel release, the compiler's version and, when the build tree has them, its ``.config`` and
-``Module.symvers``: an edit or another kernel rebuilds, an unchanged input never does.
+kernel release and origin, the compiler's version and, when the build tree has them, its
+``.config`` and ``Module.symvers``: an edit or another kernel rebuilds, an unchanged input never
+does. The origin matters because neither the release nor ``Module.symvers`` (no CRCs without
+``MODVERSIONS``) changes when a patch only changes a header such as ``struct
+vm_operations_struct``: two kernels of one release built from different series prefixes must
+not share a module. Kernels from the content-keyed caches name their key in the origin; for a
+user's own image or tree the image's digest stands in for it.
 
 ``p2pctl`` is a user-space program, built by :func:`testbed.guest.tools.build_tool`.
 """
@@ -87,20 +92,15 @@ def _compiler_version(cc: str) -> str:
 
 
 def cache_key(kernel: Kernel, src: Path, files: list[Path], compiler: str) -> str:
-    """The cache key of a build of ``files`` (relative to ``src``) for ``kernel``.
-
-    The kernel is identified by its release, ``.config``, ``Module.symvers`` and its image's
-    bytes: two builds of one release with the same config and exports can still differ in a
-    structure the drivers use (a series' prefix without RFC 3/5's ``vm_operations_struct``
-    members has ``patched``'s config and exports), and modules built against one crash the
-    other."""
+    """The cache key of a build of ``files`` (relative to ``src``) for ``kernel``."""
     h = hashlib.sha256()
     for rel in files:
         data = (src / rel).read_bytes()
         h.update(f"{rel}\0{len(data)}\0".encode())
         h.update(data)
     h.update(f"release\0{kernel.release}\0compiler\0{compiler}\0".encode())
-    if kernel.image.is_file():
+    h.update(f"origin\0{kernel.origin}\0".encode())
+    if kernel.image.is_file() and not kernel.image.resolve().is_relative_to(paths.cache_dir()):
         with kernel.image.open("rb") as f:
             h.update(b"image\0" + hashlib.file_digest(f, "sha256").digest())
     if kernel.build is not None:
@@ -171,6 +171,7 @@ def build_p2p_modules(kernel: Kernel, *, cc: str = "gcc", src: Path | None = Non
         key=key,
     )
     if all(ko.is_file() for ko in result.modules):
+        paths.mark_used(out)
         return result
 
     with paths.cache_writes(out, "the P2P guest modules"):

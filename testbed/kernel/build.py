@@ -38,6 +38,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,8 +139,11 @@ def entry_dir(request: Request) -> Path:
 
 
 def cached(request: Request) -> Kernel | None:
-    """The built kernel for ``request``, if its cache entry is complete."""
-    return _load_entry(entry_dir(request))
+    """The built kernel for ``request``, if its cache entry is complete (marked used)."""
+    kernel = _load_entry(entry_dir(request))
+    if kernel is not None:
+        paths.mark_used(entry_dir(request))
+    return kernel
 
 
 def _load_entry(entry: Path) -> Kernel | None:
@@ -375,6 +379,42 @@ def build(request: Request, *, jobs: int | None = None, progress: Progress | Non
         return _build_locked(request, work, jobs or os.cpu_count() or 1, progress)
 
 
+def _work_tree(request: Request, work: Path, progress: Progress) -> Path:
+    """``work/src``: the unpacked source (hard links) with ``request``'s series applied.
+    Call with the work folder's lock held."""
+    pristine = unpacked(request.source, kbuild_cache() / "sources")
+    # O= directly under the source: kbuild then uses relative paths (srctree := ..), so
+    # ccache hits across work trees and cache locations
+    src = work / "src"
+    if not src.is_dir():
+        progress.stage("preparing the work tree (hard links to the unpacked source)")
+        staging = work / ".src-new"
+        shutil.rmtree(staging, ignore_errors=True)
+        subprocess.run(["cp", "-al", str(pristine), str(staging)], check=True, timeout=600)
+        (work / "applied.json").unlink(missing_ok=True)
+        staging.rename(src)
+    progress.stage(
+        f"applying series {request.series.name}" if request.series else "no patch series"
+    )
+    changed = sync_series(pristine, src, work / "applied.json", request.series)
+    if changed:
+        progress.stage(f"{changed} source file(s) changed by the series")
+    return src
+
+
+@contextlib.contextmanager
+def source_tree(request: Request) -> Iterator[Path]:
+    """The source ``request``'s kernel is built from -- its work tree, series applied -- held
+    under the work folder's lock while the caller reads it (to build a kselftest from the
+    same source as the kernel, :mod:`testbed.kselftest.build`). Never writes the tree's
+    ``O=`` objects; the next kernel build re-syncs the series it needs."""
+    cache = kbuild_cache()
+    work = cache / "work" / request.work_id()
+    with paths.cache_lock(cache / "locks" / f"{request.work_id()}.lock", "a kernel build"):
+        work.mkdir(parents=True, exist_ok=True)
+        yield _work_tree(request, work, Progress(request.name))
+
+
 def _build_locked(request: Request, work: Path, jobs: int, progress: Progress) -> Kernel:
     cache = kbuild_cache()
     t0 = time.monotonic()
@@ -384,29 +424,14 @@ def _build_locked(request: Request, work: Path, jobs: int, progress: Progress) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{request.key()}-", dir=entries))
     tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
     work.mkdir(parents=True, exist_ok=True)
+    paths.mark_used(work)
     log_file = work / "build.log"  # outside the entry: kept when the build fails
     log_file.write_bytes(b"")
     try:
         progress.stage(f"building {request.describe()} [{request.key()}]")
-        pristine = unpacked(request.source, cache / "sources")
-        # O= directly under the source: kbuild then uses relative paths (srctree := ..), so
-        # ccache hits across work trees and cache locations
-        src = work / "src"
+        src = _work_tree(request, work, progress)
         obj = src / OBJ_DIR
-        if not src.is_dir():
-            progress.stage("preparing the work tree (hard links to the unpacked source)")
-            staging = work / ".src-new"
-            shutil.rmtree(staging, ignore_errors=True)
-            subprocess.run(["cp", "-al", str(pristine), str(staging)], check=True, timeout=600)
-            (work / "applied.json").unlink(missing_ok=True)
-            staging.rename(src)
         obj.mkdir(exist_ok=True)
-        progress.stage(
-            f"applying series {request.series.name}" if request.series else "no patch series"
-        )
-        changed = sync_series(pristine, src, work / "applied.json", request.series)
-        if changed:
-            progress.stage(f"{changed} source file(s) changed by the series")
         progress.stage("configuring: " + request.base.value + " + fragments, olddefconfig, check")
         configure(request, src, obj, env, log_file)
         expected = 0

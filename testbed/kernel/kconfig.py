@@ -162,44 +162,102 @@ _BLOCK_END = re.compile(
 )
 
 
+_IF = re.compile(r"^\s*if\s+(.+?)\s*(?:#.*)?$")
+_OPEN = re.compile(r"^\s*(menu|choice)\b")
+_CLOSE = re.compile(r"^\s*(endif|endmenu|endchoice)\b")
+_HELP = re.compile(r"^\s*-*help-*\s*$")
+
+
 @dataclass(frozen=True)
 class Symbol:
     """What the Kconfig files say about one symbol (merged over all its definitions)."""
 
-    name: str  #: without ``CONFIG_``
+    name: str
     depends: tuple[str, ...]  #: each ``depends on`` expression, in order
     has_prompt: bool  #: False: hidden, can only be ``select``ed
     selected_by: tuple[str, ...]  #: symbols that ``select`` it
     where: str  #: ``Kconfig file:line`` of its first definition
+    #: conditions of the ``if``/``menu``/``choice`` blocks around its first definition, each as
+    #: ``(expression, "file:line" of the block)``, outermost first
+    enclosing: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class _Block:
+    kind: str  #: ``if``, ``menu`` or ``choice``
+    where: str
+    condition: str | None  #: an ``if``'s expression, or a menu's/choice's ``depends on``
+
+
+def _indent(line: str) -> int:
+    return len(line.expandtabs(8)) - len(line.expandtabs(8).lstrip())
 
 
 def index_kconfig(files: Mapping[str, str]) -> dict[str, Symbol]:
     """Index ``config``/``menuconfig`` entries of Kconfig ``files`` (``{path: text}``).
 
     This is a line scanner, not a Kconfig parser: it records each symbol's own ``depends on``
-    lines, whether it has a prompt, and who ``select``s it -- what a human needs to read a
-    miss. Dependencies inherited from enclosing ``if``/``menu`` blocks are not included.
+    lines, whether it has a prompt, who ``select``s it, and the conditions of the ``if``,
+    ``menu`` and ``choice`` blocks around it in its own file -- what a human needs to read a
+    miss (``TEST_HMM`` sits inside ``if RUNTIME_TESTING_MENU``). Blocks around a ``source``
+    line in another file are not followed. Help texts are skipped, so a help line starting
+    with "if" opens nothing.
     """
     depends: dict[str, list[str]] = {}
     prompt: dict[str, bool] = {}
     selected: dict[str, list[str]] = {}
     where: dict[str, str] = {}
+    enclosing: dict[str, tuple[tuple[str, str], ...]] = {}
     for path, text in files.items():
         current: str | None = None
+        stack: list[_Block] = []
+        header: _Block | None = None  #: a menu/choice whose ``depends on`` lines may follow
+        help_indent: int | None = None  #: inside a help text: the indent of its help keyword
+        text_indent: int | None = None  #: the indent of the help text's first line
         for number, line in _logical_lines(text):
+            if help_indent is not None:
+                if not line.strip():
+                    continue
+                if text_indent is None and _indent(line) > help_indent:
+                    text_indent = _indent(line)
+                if text_indent is not None and _indent(line) >= text_indent:
+                    continue
+                help_indent = text_indent = None
             decl = _CONFIG_DECL.match(line)
             if decl:
-                current = decl.group(1)
+                current, header = decl.group(1), None
                 depends.setdefault(current, [])
                 prompt.setdefault(current, False)
-                where.setdefault(current, f"{path}:{number}")
+                if current not in where:
+                    where[current] = f"{path}:{number}"
+                    enclosing[current] = tuple(
+                        (b.condition, b.where) for b in stack if b.condition is not None
+                    )
+                continue
+            if _HELP.match(line):
+                current, header, help_indent = None, None, _indent(line)
+                continue
+            opened, closed, cond = _OPEN.match(line), _CLOSE.match(line), _IF.match(line)
+            if opened or closed or cond or _BLOCK_END.match(line):
+                current = header = None
+                if cond:
+                    stack.append(_Block("if", f"{path}:{number}", cond.group(1)))
+                elif opened:
+                    header = _Block(opened.group(1), f"{path}:{number}", None)
+                    stack.append(header)
+                elif closed and stack:
+                    stack.pop()
+                continue
+            dep = _DEPENDS.match(line)
+            if header is not None and dep:
+                header.condition = (
+                    dep.group(1)
+                    if header.condition is None
+                    else f"{header.condition} && {dep.group(1)}"
+                )
                 continue
             if current is None:
                 continue
-            if _BLOCK_END.match(line):
-                current = None
-                continue
-            dep = _DEPENDS.match(line)
             if dep:
                 if dep.group(1) not in depends[current]:
                     depends[current].append(dep.group(1))
@@ -217,6 +275,7 @@ def index_kconfig(files: Mapping[str, str]) -> dict[str, Symbol]:
             prompt[name],
             tuple(dict.fromkeys(selected.get(name, ()))),
             where[name],
+            enclosing[name],
         )
         for name in depends
     }
@@ -278,6 +337,8 @@ class Miss:
                 "depends on "
                 + " && ".join(f"({d})" if "||" in d else d for d in self.symbol.depends)
             )
+        for condition, block in self.symbol.enclosing:
+            why.append(f"inside 'if {condition}' ({block})")
         if not self.symbol.has_prompt:
             selectors = ", ".join(self.symbol.selected_by[:6]) or "nothing"
             why.append(f"hidden: only selected, by {selectors}")

@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed import paths
 from testbed.errors import ConfigError, DependencyError, KernelError
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def unpacked(source: Source, sources_dir: Path) -> Path:
     """
     final = sources_dir / source.key / "tree"
     if final.is_dir():
+        paths.mark_used(final.parent)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=final.parent))

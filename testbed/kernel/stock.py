@@ -182,6 +182,7 @@ def stock_kernel(flavour: str = DEFAULT_FLAVOUR, *, offline_ok: bool = True) -> 
     """
     entry = _recorded(flavour)
     if entry is not None:
+        paths.mark_used(entry)
         return _from_entry(entry)
     return update(flavour, offline_ok=offline_ok)
 

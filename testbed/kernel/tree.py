@@ -123,6 +123,7 @@ def staged_modules(tree: Path, release: str) -> Path:
     entry = root / key
     mod_dir = entry / "lib" / "modules" / release
     if (mod_dir / "modules.dep").is_file():
+        paths.mark_used(entry)
         return mod_dir
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".install-", dir=root))

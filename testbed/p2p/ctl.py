@@ -105,12 +105,19 @@ def parse(text: str, command: str = "p2pctl", exitcode: int | None = None) -> Ru
     return Run(command, exitcode, tuple(steps))
 
 
-def _argv(commands: tuple[str, ...], exporter: str | None, importer: str | None) -> str:
+def _argv(
+    commands: tuple[str, ...],
+    exporter: str | None,
+    importer: str | None,
+    importers: tuple[str, ...] = (),
+) -> str:
     argv = [P2PCTL]
     if exporter:
         argv += ["-x", exporter]
     if importer:
         argv += ["-i", importer]
+    for spec in importers:
+        argv += ["-i", spec]
     words = " ".join(commands).split()
     return shlex.join(argv + words)
 
@@ -120,10 +127,15 @@ def p2pctl(
     *commands: str,
     exporter: str | None = None,
     importer: str | None = None,
+    importers: tuple[str, ...] = (),
     timeout: float = 60,
 ) -> Run:
-    """Run one ``p2pctl`` process with ``commands`` and return its results."""
-    command = _argv(commands, exporter, importer)
+    """Run one ``p2pctl`` process with ``commands`` and return its results.
+
+    ``importers``: ``NAME=/dev/p2p-importerN`` each, for commands that say ``imp=NAME``; the
+    first is the default (``importer``, a bare path, is the old single-importer form).
+    """
+    command = _argv(commands, exporter, importer, importers)
     result = shell.run(command, timeout=timeout)
     run = parse(result.stdout, command, result.exitcode)
     return Run(run.command, run.exitcode, run.steps, result.stderr)

@@ -16,6 +16,9 @@ It gives tests real machines and keeps what is needed to understand a failure:
   with the excerpt. ``@pytest.mark.console_allows(Problem.PANIC, ...)`` lets a test that
   expects one say so.
 
+A kselftest file (``guest-kernel-config/kselftests/<dir>/<program>.yaml``) named on the command
+line is collected as one test per test of the program (:mod:`.kselftest`).
+
 Fixtures: ``testbed_settings``, ``testbed_kernel``, ``artifact_dir``, ``machine_factory``,
 ``vm`` (the default machine, booted), and for guests with the P2P drivers loaded
 ``p2p_payload``, ``p2p_vm`` and ``fresh_p2p_vm`` (:mod:`testbed.pytest_plugin.p2p`).
@@ -38,6 +41,7 @@ from testbed.pytest_plugin.hooks import (
     pytest_runtest_makereport,
     pytest_terminal_summary,
 )
+from testbed.pytest_plugin.kselftest import pytest_collect_file
 from testbed.pytest_plugin.p2p import (
     fresh_p2p_vm,
     p2p_payload,
@@ -54,6 +58,7 @@ __all__ = [
     "p2p_snapshot",
     "p2p_vm",
     "pytest_addoption",
+    "pytest_collect_file",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_report_header",

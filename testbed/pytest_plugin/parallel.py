@@ -64,7 +64,12 @@ def shard_of(keys: Sequence[str], shard: Shard) -> set[str]:
 
 
 def _keys(items: list[pytest.Item]) -> list[str]:
-    return [group_key(item.nodeid, getattr(item, "fixturenames", ())) for item in items]
+    # an item may name its group itself (a kselftest program's tests share one guest run)
+    return [
+        getattr(item, "testbed_group", None)
+        or group_key(item.nodeid, getattr(item, "fixturenames", ()))
+        for item in items
+    ]
 
 
 def mark_groups(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -42,7 +42,7 @@ def pair(commands: tuple[str, ...], run: ctl.Run) -> list[CommandResult]:
 class AppProcess:
     """One background p2pctl in the guest."""
 
-    def __init__(self, shell: GuestShell, app: App) -> None:
+    def __init__(self, shell: GuestShell, app: App, importers: tuple[str, ...] = ()) -> None:
         self.shell = shell
         self.app = app
         stem = f"/tmp/scn-{app.name}"
@@ -61,6 +61,8 @@ class AppProcess:
             argv += ["-x", app.exporter]
         if app.importer:
             argv += ["-i", app.importer]
+        for spec in importers:  # NAME=PATH, for imp=NAME (the runner resolves them)
+            argv += ["-i", spec]
         words: list[str] = []
         for command in app.commands:
             words += [f"hold file={self.go_file}"] if command == "hold" else command.split()

@@ -30,8 +30,16 @@ Fault kinds (:data:`FAULTS`):
     bound, and ``system_reset`` completes it.
 
 Each is drawn on the ACPI path, or on native PCIe hotplug (``native-hotplug``) with
-probability :data:`NATIVE_SHARE`, except ``no-ack``, which is ACPI's. Guest-side fault
-injection (failslab, fail_page_alloc) needs a debug kernel and is not generated yet.
+probability :data:`NATIVE_SHARE`, except ``no-ack``, which is ACPI's.
+
+Guest-side fault injection (:data:`INJECTION_FAULTS`), only on a kernel that has it
+(:func:`injection_kinds` reads its config; ``--kernel faults`` or a ``debug.config`` build):
+
+``failslab`` / ``fail-page-alloc``
+    arm the capability with task-filter, a drawn probability, interval and limit; the
+    stream's DMAs are marked ``fail=1``, and an eviction or the exporter's unplug during the
+    stream makes them map again, so ``p2p_map`` and the remap run while kmalloc or
+    alloc_pages fail. ``ENOMEM`` is then an allowed, clean outcome.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from testbed.scenario.model import (
     Aer,
     App,
     Evict,
+    Fault,
+    FaultKind,
     Finish,
     Kill,
     Outcome,
@@ -75,18 +85,34 @@ WEIGHTS = {
     "aer": 1,
     "no-ack": 1,
 }
+#: Kinds that need the kernel's fault-injection debugfs files (see :func:`injection_kinds`).
+INJECTION_FAULTS = ("failslab", "fail-page-alloc")
+ALL_FAULTS = FAULTS + INJECTION_FAULTS
+WEIGHTS.update({"failslab": 2, "fail-page-alloc": 2})
+#: kernel options each injection kind needs (besides CONFIG_FAULT_INJECTION_DEBUG_FS)
+INJECTION_OPTIONS = {"failslab": "CONFIG_FAILSLAB", "fail-page-alloc": "CONFIG_FAIL_PAGE_ALLOC"}
 NATIVE_SHARE = 0.15
 EXPORTER, IMPORTER = "gpu-exporter", "importer"
 #: edu moves a piece of at most 2 KiB in two transfers of ~100 ms of virtual time each.
 EDU_WINDOW_S = 0.1
 
 
-def _stream(rng: random.Random, name: str = "stream") -> tuple[App, int]:
-    """A DMA stream app and its number of DMAs."""
+def injection_kinds(config: str) -> tuple[str, ...]:
+    """The injection kinds a kernel with this ``.config`` text supports."""
+    options = {line.split("=", 1)[0] for line in config.splitlines() if line.strip().endswith("=y")}
+    if "CONFIG_FAULT_INJECTION_DEBUG_FS" not in options:
+        return ()
+    return tuple(k for k in INJECTION_FAULTS if INJECTION_OPTIONS[k] in options)
+
+
+def _stream(rng: random.Random, name: str = "stream", fail: bool = False) -> tuple[App, int]:
+    """A DMA stream app and its number of DMAs (``fail``: each marked ``fail=1``)."""
     count = rng.randint(3, 8)
     length = rng.choice((512, 2048))
+    mark = " fail=1" if fail else ""
     dmas = tuple(
-        f"dma-write off={i * 0x1000:#x} len={length} pattern={0x10 + i:#x}" for i in range(count)
+        f"dma-write off={i * 0x1000:#x} len={length} pattern={0x10 + i:#x}{mark}"
+        for i in range(count)
     )
     # the pause keeps the mappings alive for a fault that comes after the last DMA
     app = App(
@@ -112,13 +138,27 @@ def _delay(rng: random.Random) -> Step:
 
 def scenario(rng: random.Random, kind: str, name: str) -> Scenario:
     """One scenario of fault ``kind``, drawn from ``rng``."""
-    if kind not in FAULTS:
-        raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULTS)}")
+    if kind not in ALL_FAULTS:
+        raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(ALL_FAULTS)}")
     machine = "default"
     if kind != "no-ack" and rng.random() < NATIVE_SHARE:
         machine = "native-hotplug"
-    app, count = _stream(rng)
-    steps: list[Step] = [Step(app=app), _during_dma(rng, app.name, count)]
+    injection = kind in INJECTION_FAULTS
+    steps: list[Step] = []
+    if injection:
+        fault_kind = FaultKind.FAILSLAB if kind == "failslab" else FaultKind.FAIL_PAGE_ALLOC
+        steps.append(
+            Step(
+                fault=Fault(
+                    fault_kind,
+                    probability=rng.choice((25, 50, 100)),
+                    interval=rng.randint(1, 3),
+                    times=rng.choice((1, 2, -1)),
+                )
+            )
+        )
+    app, count = _stream(rng, fail=injection)
+    steps += [Step(app=app), _during_dma(rng, app.name, count)]
     kernel_args: tuple[str, ...] = ()
     if kind == "unplug-exporter":
         steps.append(Step(unplug=Unplug(EXPORTER)))
@@ -144,6 +184,11 @@ def scenario(rng: random.Random, kind: str, name: str) -> Scenario:
             steps += [_delay(rng), Step(unplug=Unplug(rng.choice((EXPORTER, IMPORTER))))]
     elif kind == "aer":
         steps += [Step(aer=Aer(EXPORTER, "SDN")), Step(wait=Wait(seconds=1.0))]
+    elif injection:  # the stream maps again while allocations fail
+        if rng.random() < 0.5:
+            steps.append(Step(evict=Evict(app=app.name)))
+        else:
+            steps.append(Step(unplug=Unplug(EXPORTER)))
     elif kind == "no-ack":
         kernel_args = ("acpiphp.disable=1",)
         steps += [
@@ -152,6 +197,8 @@ def scenario(rng: random.Random, kind: str, name: str) -> Scenario:
             Step(wait=Wait(qmp_event="DEVICE_DELETED", timeout=60)),
         ]
     allow = ("ENODEV", "SIGBUS", "EIO") if kind == "aer" else ("ENODEV", "SIGBUS")
+    if injection:
+        allow = ("ENODEV", "SIGBUS", "ENOMEM")
     if kind != "no-ack":  # after a reset the stream is gone with the old guest
         steps.append(Step(finish=Finish(app=app.name, allow_errors=allow)))
     return Scenario(
@@ -166,8 +213,8 @@ def scenario(rng: random.Random, kind: str, name: str) -> Scenario:
 def plan(seed: int, runs: int, faults: Sequence[str] = FAULTS) -> list[Scenario]:
     """``runs`` scenarios for ``seed``: the same seed gives the same list."""
     for kind in faults:
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULTS)}")
+        if kind not in ALL_FAULTS:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(ALL_FAULTS)}")
     rng = random.Random(seed)
     kinds = list(faults)
     weights = [WEIGHTS[k] for k in kinds]

@@ -22,12 +22,24 @@ import yaml
 from testbed.config.loader import Size, load_dataclass, load_dataclass_text
 from testbed.devices.registry import Machine, load_machine
 from testbed.errors import ConfigError, UnknownNameError
-from testbed.scenario.model import App, Scenario
+from testbed.scenario.model import App, Fault, P2pctl, Scenario, importer_refs
+
+#: The device type whose instances ``imp=`` names (qemu-devices/importer/).
+IMPORTER_TYPE = "importer"
 
 
 def _where(source: str) -> tuple[str | None, int | None]:
     path, _, line = source.rpartition(":")
     return (path or None), (int(line) if line.isdigit() else None)
+
+
+def _command_lists(action: object) -> list[tuple[str, tuple[str, ...]]]:
+    """The p2pctl command lists of a step, by field name (for error keys)."""
+    if isinstance(action, App):
+        return [("setup", action.setup), ("then", action.then)]
+    if isinstance(action, P2pctl):
+        return [("commands", action.commands)]
+    return []
 
 
 def check(scenario: Scenario, machine: Machine | None = None) -> Machine:
@@ -40,7 +52,9 @@ def check(scenario: Scenario, machine: Machine | None = None) -> Machine:
             "machine", scenario.machine, exc.known, path=path, line=line, key="machine"
         ) from None
     device_ids = [d.id for d in machine.spec.devices]
+    importer_ids = [d.id for d in machine.spec.devices if d.type == IMPORTER_TYPE]
     apps: set[str] = set()
+    has_fault = any(isinstance(step.action, Fault) for step in scenario.steps)
     for i, step in enumerate(scenario.steps):
         action = step.action
         key = f"steps[{i}].{step.kind}"
@@ -50,6 +64,27 @@ def check(scenario: Scenario, machine: Machine | None = None) -> Machine:
             raise UnknownNameError(
                 "device", device, device_ids, path=spath, line=sline, key=f"{key}.device"
             )
+        for field_name, commands in _command_lists(action):
+            if not has_fault and any(
+                w.startswith("fail=") and w != "fail=0" for c in commands for w in c.split()
+            ):
+                raise ConfigError(
+                    "fail=1 marks a command for fault injection, but no fault step arms "
+                    "failslab or fail_page_alloc (add one, e.g. - fault: {kind: failslab})",
+                    path=spath,
+                    line=sline,
+                    key=f"{key}.{field_name}",
+                )
+            for name in importer_refs(commands):
+                if name not in importer_ids:
+                    raise UnknownNameError(
+                        "importer (imp=)",
+                        name,
+                        importer_ids,
+                        path=spath,
+                        line=sline,
+                        key=f"{key}.{field_name}",
+                    )
         if isinstance(action, App):
             apps.add(action.name)
             continue

@@ -37,8 +37,28 @@ arguments. The kinds, one dataclass each:
     line of the drivers' timeline, or a QMP event.
 ``params``
     write module parameters (``p2p_exporter.unplug_wait_ms: 1500``).
+``module``
+    load, unload or reload a kernel module in the guest (``load: p2p_importer``, ``unload:
+    p2p_exporter``, ``reload: p2p_importer``; ``params`` for the load). ``expect`` is the
+    outcome: ``ok`` or the kernel's errno (``EAGAIN``: in use -- an open file, a mapping, a
+    module using its symbols; ``EEXIST``: loaded already; ``ENOENT``: an unknown symbol on
+    load, not loaded on unload).
+``fault``
+    arm (or, ``disarm: true``, disarm) a kernel fault-injection capability, ``failslab`` or
+    ``fail_page_alloc`` (``/sys/kernel/debug/<kind>``, with ``task-filter``): the kernel
+    allocations of a p2pctl command marked ``fail=1`` (``reg fail=1 expect=ENOMEM``) then
+    fail, with ``probability`` (percent), ``interval``, ``times`` and ``space`` as the
+    kernel's fault-injection documentation defines them; nothing else in the guest is
+    affected. Needs a kernel with ``CONFIG_FAULT_INJECTION_DEBUG_FS`` and the capability
+    (``--kernel faults``: ``guest-kernel-config/faults.config``, or ``debug.config``).
 ``expect``
     check the guest now: counters, bytes in the exporter's BAR file, devices present.
+
+Several importers: on a machine with more than one importer device (``two-importers``), an
+app or p2pctl command picks one with ``imp=<device id>`` (``reg imp=importer2``, ``dma-write
+imp=importer2``); without ``imp=`` it uses the machine's first importer. One process can so
+register one mapping of an exporter object with both. A device id that is not an importer of
+the machine is an error at load time.
 
 Whatever the steps, the run is also judged as a whole (:mod:`testbed.scenario.verdict`).
 """
@@ -85,6 +105,8 @@ P2PCTL_COMMANDS = frozenset(
         "hold",
         "sleep",
         "mark",
+        "insmod",
+        "rmmod",
         "close-exporter",
         "close-importer",
         "exit",
@@ -101,6 +123,18 @@ def _check_commands(commands: tuple[str, ...]) -> None:
                     f"{word!r} (in {command!r}) is not a p2pctl command; known: "
                     + ", ".join(sorted(P2PCTL_COMMANDS))
                 )
+        for name in importer_refs((command,)):
+            _check_name(name, "importer (imp=)")
+
+
+def importer_refs(commands: tuple[str, ...]) -> list[str]:
+    """The importer device ids ``commands`` name with ``imp=``, first use first, once each."""
+    names: list[str] = []
+    for command in commands:
+        for word in command.replace(";", " ").split():
+            if word.startswith("imp=") and word[4:] not in names:
+                names.append(word[4:])
+    return names
 
 
 def _check_name(name: str, what: str) -> None:
@@ -284,6 +318,85 @@ class Params:
                 )
 
 
+#: What a ``module`` step may expect: ``ok`` or an errno name p2pctl prints.
+MODULE_OUTCOMES = (
+    "ok", "EAGAIN", "EBUSY", "EEXIST", "EINVAL", "ENOENT", "ENOEXEC", "ENODEV", "ENOMEM", "EPERM",
+)  # fmt: skip
+_MODULE_NAME = re.compile(r"^[a-z0-9_]{1,55}$")
+
+
+@dataclass(frozen=True)
+class Module:
+    """Load, unload or reload (unload, then load) one kernel module; exactly one of the three.
+
+    The runner finds ``<name>.ko`` among the testbed's guest modules (``/lib/modules/testbed``,
+    the P2P drivers) or the kernel's modules in the guest; ``expect`` is the outcome (of the
+    first part that fails, for ``reload``). Unloading a P2P driver that the guest needs back
+    is the scenario's to undo: a run ends judged unusable while a device is left unbound.
+    """
+
+    load: str | None = None
+    unload: str | None = None
+    reload: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    expect: str = "ok"
+    source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        given = [n for n in (self.load, self.unload, self.reload) if n is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of load, unload and reload (a module name)")
+        if not _MODULE_NAME.match(given[0]):
+            raise ValueError(
+                f"module name {given[0]!r}: lower-case letters, digits and '_' (p2p_importer)"
+            )
+        if self.params and self.unload is not None:
+            raise ValueError("params go with load or reload, not unload")
+        for key, value in self.params.items():
+            if not re.fullmatch(r"[a-z0-9_]+", key) or not re.fullmatch(r"[A-Za-z0-9_.:-]*", value):
+                raise ValueError(f"module parameter {key}={value!r}: a name and a plain value")
+        if self.expect not in MODULE_OUTCOMES:
+            raise ValueError(
+                f"expect must be one of {', '.join(MODULE_OUTCOMES)}, got {self.expect!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.load or self.unload or self.reload or ""
+
+    @property
+    def op(self) -> str:
+        return "load" if self.load else "unload" if self.unload else "reload"
+
+
+class FaultKind(enum.Enum):
+    """A fault-injection capability in ``/sys/kernel/debug/``."""
+
+    FAILSLAB = "failslab"  #: kmalloc / kmem_cache_alloc
+    FAIL_PAGE_ALLOC = "fail_page_alloc"  #: alloc_pages (order 0 included)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Arm ``kind`` for the p2pctl commands marked ``fail=1`` (see the module docstring)."""
+
+    kind: FaultKind
+    probability: int = 100  #: percent of the candidate allocations that fail
+    interval: int = 1  #: only every interval-th candidate may fail
+    times: int = 1  #: at most this many failures; -1: no limit
+    space: int = 0  #: bytes of allocations let through before any failure
+    disarm: bool = False  #: disarm instead (YAML 1.1 reads a key "off" as false)
+    source: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.probability <= 100:
+            raise ValueError(f"probability is a percentage, 0..100, got {self.probability}")
+        if self.interval < 1 or self.space < 0:
+            raise ValueError("interval must be >= 1 and space >= 0")
+        if self.times < -1 or self.times == 0:
+            raise ValueError("times must be >= 1, or -1 for no limit (disarm: true disarms)")
+
+
 @dataclass(frozen=True)
 class BarBytes:
     """``length`` bytes of the exporter's BAR file, at ``offset`` into ``app``'s first
@@ -348,6 +461,8 @@ class Step:
     aer: Aer | None = None
     wait: Wait | None = None
     params: Params | None = None
+    module: Module | None = None
+    fault: Fault | None = None
     expect: Expect | None = None
     source: str = field(default="", compare=False, repr=False)
 
@@ -382,6 +497,8 @@ class Verdict:
     healthy: bool = True  #: no Oops, WARNING, KASAN, lockdep, hung task, RCU stall
     unplug_timeouts: int = 0  #: removes allowed to give up waiting for an importer
     late_bytes: bool = True  #: no DMA lands in the exporter's BAR after its zap
+    #: no importer's p2p_unmap of an exporter comes after that exporter's remove completed
+    remove_waits: bool = True
     slab_growth: Size = field(default_factory=lambda: Size(8 << 20))
     module_refs: bool = True  #: module use counts back where they started
     unplug_bound_acpi: float = 4.5  #: seconds from device_del to DEVICE_DELETED

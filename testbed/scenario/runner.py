@@ -32,16 +32,19 @@ from testbed.guest import console, pci
 from testbed.p2p import ctl, debugfs
 from testbed.p2p.host import read_bar
 from testbed.qemu.machine import READY_MARKER, Machine
-from testbed.scenario import verdict
+from testbed.scenario import loader, verdict
 from testbed.scenario.apps import AppProcess
 from testbed.scenario.model import (
     Aer,
     App,
     Evict,
     Expect,
+    Fault,
+    FaultKind,
     Finish,
     Go,
     Kill,
+    Module,
     Outcome,
     P2pctl,
     Params,
@@ -51,6 +54,7 @@ from testbed.scenario.model import (
     Step,
     Unplug,
     Wait,
+    importer_refs,
     parse_check,
 )
 
@@ -58,10 +62,50 @@ log = logging.getLogger(__name__)
 
 MODULES = ("p2p_exporter", "p2p_importer")
 EXPORTER_TYPE = "gpu-exporter"
+IMPORTER_TYPE = loader.IMPORTER_TYPE
 
 
 class StepFailed(TestbedError):
     """An expectation of a step did not hold."""
+
+
+#: Where a kernel with CONFIG_FAULT_INJECTION_DEBUG_FS puts each capability's knobs.
+FAULT_DEBUGFS = "/sys/kernel/debug"
+
+
+def fault_unavailable(kind: FaultKind, release: str) -> str:
+    """The error for a scenario that asks for ``kind`` on a kernel without it."""
+    return (
+        f"fault {kind.value}: the kernel under test ({release}) has no "
+        f"{FAULT_DEBUGFS}/{kind.value}: it needs CONFIG_FAULT_INJECTION, "
+        f"CONFIG_{kind.value.upper()} and CONFIG_FAULT_INJECTION_DEBUG_FS. Run with "
+        "--kernel faults (guest-kernel-config/faults.config: 'testbed kernel build faults') "
+        "or a kernel built with guest-kernel-config/debug.config"
+    )
+
+
+def fault_writes(action: Fault) -> dict[str, str]:
+    """What to write into ``/sys/kernel/debug/<kind>/`` to arm (or disarm) ``action``.
+
+    Always with ``task-filter``: only tasks whose ``/proc/<pid>/make-it-fail`` is 1 (p2pctl,
+    for a command marked ``fail=1``) see failures. ``ignore-gfp-wait`` off, so sleeping
+    allocations (GFP_KERNEL, all of the drivers') are candidates too; for pages also
+    highmem and order 0. ``verbose`` 1: one line per injected failure, no stack dump.
+    """
+    if action.disarm:
+        return {"probability": "0", "times": "0"}
+    out = {
+        "task-filter": "Y",
+        "ignore-gfp-wait": "N",
+        "verbose": "1",
+        "space": str(action.space),
+        "interval": str(action.interval),
+        "times": str(action.times),
+        "probability": str(action.probability),
+    }
+    if action.kind is FaultKind.FAIL_PAGE_ALLOC:
+        out = {"ignore-gfp-highmem": "N", "min-order": "0", **out}
+    return out
 
 
 @dataclass(frozen=True)
@@ -115,6 +159,39 @@ class Runner:
     def _exporter_ids(self) -> list[str]:
         return [d.id for d in self.vm.spec.devices if d.type == EXPORTER_TYPE]
 
+    def _importer_ids(self) -> list[str]:
+        return [d.id for d in self.vm.spec.devices if d.type == IMPORTER_TYPE]
+
+    def _address(self, device_id: str) -> str | None:
+        """The guest's PCI address of ``device_id`` now (QMP), None while it is unplugged."""
+        return hotplug.guest_address(self.vm, device_id)
+
+    def _importers(self, commands: tuple[str, ...], explicit: str | None) -> tuple[str, ...]:
+        """``-i NAME=PATH`` specs for p2pctl: the machine's first importer (the default), then
+        every importer ``commands`` name with ``imp=``. Nothing on a one-importer machine whose
+        commands name none (p2pctl's default node), or when the app gave its own ``importer``.
+
+        Each device's node is found through its PCI address (``misc/p2p-importerN`` under it in
+        sysfs): probe order, not the machine file, numbers the nodes. A device unplugged now
+        gets a path that does not exist, so a command that uses it fails ``ENOENT``.
+        """
+        named = importer_refs(commands)
+        ids = self._importer_ids()
+        if explicit is not None or not ids or (len(ids) == 1 and not named):
+            return ()
+        specs = []
+        for device_id in dict.fromkeys([ids[0], *named]):
+            node = f"/dev/absent-{device_id}"
+            address = self._address(device_id)
+            if address is not None:
+                listing = self.vm.ssh.run(f"ls /sys/bus/pci/devices/{address}/misc").stdout
+                found = [w for w in listing.split() if w.startswith("p2p-importer")]
+                if found:
+                    node = f"/dev/{found[0]}"
+            specs.append(f"{device_id}={node}")
+        self._note(f"importers: {' '.join(specs)}")
+        return tuple(specs)
+
     def _bar_hash(self, device_id: str) -> str:
         return hashlib.sha256(self.vm.backing_file(device_id).read_bytes()).hexdigest()
 
@@ -138,6 +215,7 @@ class Runner:
         before_timeouts = debugfs.exporter_stats(shell).get("unplug_timeouts", 0)
         run_start_ns = ctl.p2pctl(shell, "mark name=run").op("mark").t_ns
         self.saved_params: dict[str, str] = {}  # what the run changed, to put back
+        self.armed: dict[FaultKind, Fault] = {}  # fault injection the run armed
         self._set_params(scenario.params)
 
         done = 0
@@ -156,6 +234,8 @@ class Runner:
 
         try:
             self._finish_apps()
+            if not self.reset_done and not self.vm.panicked():
+                self._disarm_faults()
             self._judge(scenario, run_start_ns, before_refs, before_slab, before_timeouts, done)
         except (TestbedError, AssertionError) as exc:
             self.failures.append(f"judging the run: {exc}")
@@ -186,7 +266,8 @@ class Runner:
         action = step.action
         shell = self.vm.ssh
         if isinstance(action, App):
-            proc = AppProcess(shell, action)
+            imps = self._importers((*action.setup, *action.then), action.importer)
+            proc = AppProcess(shell, action, imps)
             proc.start(Deadline(60, f"starting app {action.name}"))
             self.apps[action.name] = proc
         elif isinstance(action, Go):
@@ -196,7 +277,8 @@ class Runner:
         elif isinstance(action, Kill):
             self.apps[action.app].kill(action.signal)
         elif isinstance(action, P2pctl):
-            run = ctl.p2pctl(shell, *action.commands, timeout=action.timeout)
+            imps = self._importers(action.commands, None)
+            run = ctl.p2pctl(shell, *action.commands, importers=imps, timeout=action.timeout)
             self._note(str(run))
             if action.expect_ok:
                 run.expect_ok()
@@ -217,6 +299,10 @@ class Runner:
             self._wait(action)
         elif isinstance(action, Params):
             self._set_params(action.values)
+        elif isinstance(action, Module):
+            self._module(action)
+        elif isinstance(action, Fault):
+            self._fault(action)
         elif isinstance(action, Expect):
             self._expect(action)
         else:  # pragma: no cover - the model has no other kinds
@@ -297,10 +383,14 @@ class Runner:
         hotplug.plug(self.vm, action.device)
         pci_id = self._device_pci_id(action.device)
         deadline = Deadline(30, f"{action.device} to be bound after the plug")
+        # by address: a machine may have two devices of one type, the other one bound all along
+        address = self._address(action.device)
         wait_for(
-            lambda: any(d.driver for d in pci.find(self.vm.ssh, pci_id)),
+            lambda: any(
+                d.driver and address in (None, d.address) for d in pci.find(self.vm.ssh, pci_id)
+            ),
             deadline,
-            doing=f"waiting for a driver to bind {action.device} ({pci_id})",
+            doing=f"waiting for a driver to bind {action.device} ({pci_id} at {address})",
             interval=0.1,
         )
 
@@ -366,6 +456,61 @@ class Runner:
         if action.seconds:
             time.sleep(action.seconds)  # the point of the step: a delay the scenario chose
 
+    def _fault(self, action: Fault) -> None:
+        folder = f"{FAULT_DEBUGFS}/{action.kind.value}"
+        shell = self.vm.ssh
+        if not shell.run(f"test -d {folder}").ok:
+            raise StepFailed(fault_unavailable(action.kind, self.vm.kernel.release))
+        before = self.armed.pop(action.kind, None)
+        if before is not None and before.times > 0:  # count what the last arming injected
+            left = shell.run_check(f"cat {folder}/times").stdout.strip()
+            key = f"{action.kind.value}_injected"
+            self.timings[key] = self.timings.get(key, 0) + before.times - int(left)
+        shell.run_check(
+            "; ".join(f"echo {v} > {folder}/{k}" for k, v in fault_writes(action).items())
+        )
+        if not action.disarm:
+            self.armed[action.kind] = action
+
+    def _disarm_faults(self) -> None:
+        """Disarm what the run left armed (``timings`` then say how many failures each
+        capability injected under a ``times`` limit)."""
+        for kind in list(self.armed):
+            self._fault(Fault(kind, disarm=True))
+
+    def _module_file(self, name: str) -> str:
+        """The guest's ``<name>.ko``: the testbed's own modules first, then the kernel's."""
+        found = self.vm.ssh.run(
+            f"ls /lib/modules/testbed/{name}.ko 2>/dev/null || "
+            f"find /lib/modules -name {name}.ko 2>/dev/null"
+        ).stdout.split()
+        if not found:
+            raise StepFailed(
+                f"module {name}: no {name}.ko in the guest (looked in /lib/modules/testbed and "
+                "/lib/modules); the guest has the P2P drivers and the modules its boot needs"
+            )
+        return found[0]
+
+    def _module(self, action: Module) -> None:
+        """Unload and/or load with p2pctl's rmmod/insmod, which report the kernel's errno;
+        the first part that fails is the outcome, compared with ``expect``."""
+        commands = []
+        if action.op in ("unload", "reload"):
+            commands.append(f"rmmod name={action.name}")
+        if action.op in ("load", "reload"):
+            params = ",".join(f"{k}={v}" for k, v in action.params.items())
+            file = self._module_file(action.name)
+            commands.append(f"insmod file={file}" + (f" params={params}" if params else ""))
+        run = ctl.p2pctl(self.vm.ssh, *commands, timeout=60)
+        self._note(str(run))
+        failed = [s for s in run.steps if not s.ok]
+        outcome = (failed[0].error or "E?") if failed else "ok"
+        if outcome != action.expect:
+            raise StepFailed(
+                f"module {action.op} {action.name}: expected {action.expect}, got {outcome}"
+                + (f" ({failed[0].get('msg')})" if failed else "")
+            )
+
     def _set_params(self, values: dict[str, str]) -> None:
         """Write module parameters, remembering the values they had before the run."""
         for key in values:
@@ -409,7 +554,10 @@ class Runner:
                     f"{bar.byte:#04x}: {data[:16].hex()}..."
                 )
         for device_id, flag in action.present.items():
-            present = bool(pci.find(self.vm.ssh, self._device_pci_id(device_id)))
+            address = self._address(device_id)  # two devices of one type: tell them apart
+            present = address is not None and any(
+                d.address == address for d in pci.find(self.vm.ssh, self._device_pci_id(device_id))
+            )
             if present != (flag == "on"):
                 problems.append(f"{device_id} is {'present' if present else 'absent'}")
         if action.healthy:
@@ -455,6 +603,8 @@ class Runner:
                     self.failures.append(late.describe() + evidence)
             for device_id in list(self.bar_after_unplug):
                 self._check_bar_unchanged(device_id)
+        if v.remove_waits:
+            self.failures.extend(verdict.unmaps_after_remove(events))
         if self.reset_done:
             self._note("counters, module references and slab not compared: the guest reset")
             return
@@ -490,9 +640,8 @@ class Runner:
         for rec in self.unplugs:
             if rec.outcome is Outcome.COMPLETES and rec.device not in gone:
                 gone.append(rec.device)
-        listed = {d.pci_id for d in pci.list_devices(self.vm.ssh)} if gone else set()
         for device_id in gone:
-            if self._device_pci_id(device_id) not in listed:
+            if self._address(device_id) is None:  # QEMU no longer has it
                 self._note(f"restoring: plugging {device_id} back")
                 self._plug(Plug(device_id))
 

@@ -8,7 +8,9 @@ A run passes only if
   app's ``dma-write`` that *started* after the drivers' timeline says ``remove zapped`` and
   before the exporter probed again must have failed (if it succeeded, its pattern in the
   BAR file is the evidence); and the BAR file does not change after ``DEVICE_DELETED``;
-* no remove gave up waiting for an importer (``unplug_timeouts`` beyond the allowance);
+* no remove gave up waiting for an importer (``unplug_timeouts`` beyond the allowance), and
+  no remove that did not give up completed before an importer's ``p2p_unmap`` of that
+  exporter (claim 6 with several importers: the wait is for *every* importer);
 * module use counts end where they started and the guest's slab grows by less than a bound;
 * every unplug completes within its bound (or, expected to time out, fails within it).
 """
@@ -62,6 +64,36 @@ def zap_windows(events: Iterable[Event]) -> list[tuple[int, int]]:
     if open_at is not None:
         windows.append((open_at, 1 << 63))
     return windows
+
+
+def unmaps_after_remove(events: Iterable[Event]) -> list[str]:
+    """``p2p_unmap``s of an exporter that came after its ``remove done`` although that remove
+    did not time out: remove claimed every importer had unmapped, and one had not.
+
+    Per exporter (the event's device), a ``remove begin`` opens a remove, ``remove unplug wait
+    timed out`` marks it as one that gave up (late unmaps are then expected, and judged by the
+    ``unplug_timeouts`` rule), ``remove done`` closes it, and a ``probe`` starts afresh.
+    """
+    done_at: dict[str, int] = {}
+    gave_up: dict[str, bool] = {}
+    out = []
+    for e in sorted(events, key=lambda e: e.t_ns):
+        if e.module != "p2p_exporter":
+            continue
+        if e.text.startswith(("remove begin", "probe")):
+            done_at.pop(e.device, None)
+            gave_up[e.device] = False
+        elif e.text.startswith("remove unplug wait timed out"):
+            gave_up[e.device] = True
+        elif e.text.startswith("remove done"):
+            done_at[e.device] = e.t_ns
+        elif e.text.startswith("unmap ") and e.device in done_at and not gave_up.get(e.device):
+            late_ms = (e.t_ns - done_at[e.device]) / 1e6
+            out.append(
+                f"the exporter {e.device}'s remove completed {late_ms:.0f} ms before "
+                f"'{e.text}': unplug must wait for every importer's p2p_unmap"
+            )
+    return out
 
 
 def _int(text: str | None, default: int) -> int:

@@ -8,6 +8,7 @@ them), ``cache_key`` on fake kernels in a temp folder, ``source_files`` on the r
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import threading
@@ -340,11 +341,18 @@ def test_two_processes_building_one_entry_build_it_once(
     assert sorted(leftovers) == sorted(f"{n}.ko" for n in modules.MODULE_NAMES)
 
 
-def test_cache_key_changes_with_the_kernel_image(tmp_path: Path, src: Path) -> None:
-    """Same release, config and exports, another build (a series prefix without the struct
-    members 'patched' has): modules built for one must not be loaded into the other."""
+def test_cache_key_changes_with_the_kernels_origin(tmp_path: Path, src: Path) -> None:
+    """Two builds of one release that differ only in a header (a series prefix) share release,
+    .config and Module.symvers; their cache entries (named in the origin) must tell them apart."""
     kernel = fake_kernel(tmp_path)
-    kernel.image.write_bytes(b"bzImage of patched")
-    before = key(kernel, src)
-    kernel.image.write_bytes(b"bzImage of a prefix of the demo series")
-    assert key(kernel, src) != before
+    other = dataclasses.replace(kernel, origin="testbed kernel build demo [other-key]")
+    assert key(kernel, src) != key(other, src)
+
+
+def test_cache_key_follows_a_user_images_bytes(tmp_path: Path, src: Path) -> None:
+    """A user's tree keeps its path (its origin) across rebuilds: the image's bytes decide."""
+    kernel = fake_kernel(tmp_path)
+    kernel.image.write_bytes(b"bzImage one")
+    first = key(kernel, src)
+    kernel.image.write_bytes(b"bzImage two")
+    assert key(kernel, src) != first

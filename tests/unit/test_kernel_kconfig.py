@@ -85,7 +85,28 @@ def test_index_kconfig_depends_prompt_selects() -> None:
     assert symbols["HIDDEN"].has_prompt is False
     assert symbols["HIDDEN"].selected_by == ("FOO",)
     assert symbols["BAR"].has_prompt is True
-    assert symbols["X"].depends == ()  # enclosing 'if' blocks are not followed
+    assert symbols["X"].depends == ()
+    assert symbols["X"].enclosing == (("BAR", "b/Kconfig:4"),)
+    assert foo.enclosing == ()
+
+
+def test_index_kconfig_enclosing_blocks_nest_and_close() -> None:
+    text = (
+        'menu "Outer"\n\tdepends on OUTER && ALSO\n\n'  # a menu's condition
+        "if A\n"
+        'config IN_BOTH\n\tbool "x"\n'
+        "\thelp\n\t  if you say Y here, nothing happens\n\t  endif is just a word here\n\n"
+        "endif # A\n"
+        'config IN_MENU\n\tbool "y"\n'
+        "endmenu\n"
+        'choice\n\tprompt "pick"\n\tdepends on CHOOSER\nconfig CHOICE_A\n\tbool "a"\nendchoice\n'
+        'config OUTSIDE\n\tbool "z"\n'
+    )
+    symbols = kconfig.index_kconfig({"K": text})
+    assert symbols["IN_BOTH"].enclosing == (("OUTER && ALSO", "K:1"), ("A", "K:4"))
+    assert symbols["IN_MENU"].enclosing == (("OUTER && ALSO", "K:1"),)
+    assert symbols["CHOICE_A"].enclosing == (("CHOOSER", "K:15"),)
+    assert symbols["OUTSIDE"].enclosing == ()
 
 
 def test_index_kconfig_joins_continued_depends() -> None:
@@ -118,7 +139,8 @@ def test_check_captured_olddefconfig_names_the_missing_dependency() -> None:
         "MEMORY_HOTPLUG && MEMORY_HOTREMOVE && SPARSEMEM_VMEMMAP && ARCH_HAS_PTE_DEVMAP)"
     )
     assert (
-        "requested CONFIG_PCI_P2PDMA=y, got: not set (depends on ZONE_DEVICE && 64BIT)" in lines[1]
+        "requested CONFIG_PCI_P2PDMA=y, got: not set (depends on ZONE_DEVICE && 64BIT; "
+        "inside 'if PCI' (drivers/pci/Kconfig:29))" in lines[1]
     )
     assert "requested CONFIG_TEST_HMM=m, got: not set (depends on TRANSPARENT_HUGEPAGE" in lines[3]
     assert "CONFIG_P2P_TESTBED_NO_SUCH_OPTION does not exist in this kernel's Kconfig" in lines[4]

@@ -95,7 +95,9 @@ def small_machine(hotplug: Hotplug = Hotplug.ACPI, cpu_model: str | None = None)
 # --- golden files ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch", "switch-native"])
+@pytest.mark.parametrize(
+    "name", ["default", "native-hotplug", "switch", "switch-native", "two-importers"]
+)
 def test_golden_argv(name: str) -> None:
     argv = build_argv(registry.load_machine(name), LAUNCH)
     assert all("\n" not in arg for arg in argv)
@@ -319,7 +321,9 @@ def test_build_argv_is_pure() -> None:
     assert build_argv(machine, LAUNCH) == build_argv(machine, LAUNCH)
 
 
-@pytest.mark.parametrize("name", ["default", "native-hotplug", "switch", "switch-native"])
+@pytest.mark.parametrize(
+    "name", ["default", "native-hotplug", "switch", "switch-native", "two-importers"]
+)
 def test_shell_line_round_trips(name: str) -> None:
     argv = build_argv(registry.load_machine(name), LAUNCH)
     assert shlex.split(shell_line(argv)) == argv

@@ -19,11 +19,13 @@ from testbed.scenario.model import (
     STEP_KINDS,
     Aer,
     App,
+    Module,
     Outcome,
     P2pctl,
     Reset,
     Unplug,
     Wait,
+    importer_refs,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "scenario"
@@ -72,6 +74,10 @@ def test_held_app_runs_hold_between_setup_and_then() -> None:
         ("unknown_command.yaml", 3, "steps[0].app", "'munmpa' (in 'munmpa') is not a p2pctl"),
         ("bad_counter.yaml", 4, "steps[0].expect", "optional comparison"),
         ("no_steps.yaml", 1, None, "at least one step"),
+        ("module_two_ops.yaml", 3, "steps[0].module", "exactly one of load, unload and reload"),
+        ("module_bad_expect.yaml", 5, "steps[1].module", "expect must be one of ok, EAGAIN"),
+        ("module_unknown_key.yaml", 3, "steps[0].module.args", "known keys here: expect, load"),
+        ("module_params_on_unload.yaml", 3, "steps[0].module", "params go with load or reload"),
     ],
 )
 def test_rejected_files_name_file_line_and_key(
@@ -93,6 +99,25 @@ def test_unknown_device_lists_the_machines_devices() -> None:
     assert err.known == ("gpu-exporter", "importer")
 
 
+def test_unknown_importer_names_file_line_key_and_the_machines_importers() -> None:
+    err = error("unknown_importer.yaml")
+    assert isinstance(err, UnknownNameError)
+    assert (err.line, err.key) == (5, "steps[0].app.then")
+    assert err.known == ("importer", "importer2")
+    assert "unknown importer (imp=) 'importer3'" in str(err)
+    # a device that exists but is no importer, on a machine with one importer
+    err = error("importer_on_one_importer_machine.yaml")
+    assert isinstance(err, UnknownNameError)
+    assert (err.line, err.key, err.known) == (4, "steps[0].p2pctl.commands", ("importer",))
+
+
+def test_importer_refs_in_first_use_order() -> None:
+    commands = ("create; mmap; reg imp=importer2", "reg", "dma-write imp=importer imp=importer2")
+    assert importer_refs(commands) == ["importer2", "importer"]
+    with pytest.raises(ValueError, match=r"importer \(imp=\) '2x' must start with a letter"):
+        P2pctl(commands=("reg imp=2x",))
+
+
 def test_unknown_machine_points_at_the_machine_key() -> None:
     err = error("unknown_machine.yaml")
     assert isinstance(err, UnknownNameError)
@@ -109,8 +134,24 @@ def test_an_app_must_be_started_before_a_step_names_it() -> None:
 def test_step_kinds_are_the_documented_ones() -> None:
     assert set(STEP_KINDS) == {
         "app", "go", "finish", "kill", "p2pctl", "evict", "unplug", "plug",
-        "reset", "aer", "wait", "params", "expect",
+        "reset", "aer", "wait", "params", "module", "fault", "expect",
     }  # fmt: skip
+
+
+def test_module_steps_load_unload_reload_with_params_and_expectations() -> None:
+    s = loader.load(SCENARIOS / "modules" / "unload-reload-drivers.yaml")
+    modules = [step.action for step in s.steps if isinstance(step.action, Module)]
+    assert [(m.op, m.name, m.expect) for m in modules[:3]] == [
+        ("unload", "p2p_exporter", "EAGAIN"),
+        ("unload", "p2p_importer", "EAGAIN"),
+        ("load", "p2p_importer", "EEXIST"),
+    ]
+    assert Module(load="p2p_importer", params={"dma_timeout_ms": "4000"}).params
+    assert ("reload", "p2p_exporter", "ok") in [(m.op, m.name, m.expect) for m in modules]
+    with pytest.raises(ValueError, match="module name 'P2P-importer'"):
+        Module(load="P2P-importer")
+    with pytest.raises(ValueError, match="a name and a plain value"):
+        Module(load="p2p_importer", params={"lazy_unmap": "1 evil=2"})
 
 
 @pytest.mark.parametrize(

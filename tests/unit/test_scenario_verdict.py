@@ -52,6 +52,40 @@ def test_no_zap_no_window_and_importer_events_do_not_count() -> None:
     assert verdict.zap_windows([ev(7, "remove zapped early (planted race)")]) == [(7 * MS, 1 << 63)]
 
 
+def test_an_unmap_after_a_remove_that_did_not_give_up_is_a_finding() -> None:
+    """Claim 6 with two importers: remove said done while importer2 still had its mapping."""
+    events = [
+        ev(900, "remove begin importers=2"),
+        ev(1000, "remove zapped importers_before=2 importers_after=2 zap_ns=1"),
+        ev(1500, "unmap importer=0000:02:00.0 handle=1 bus=0xf8000000 (device gone)"),
+        ev(1501, "remove all importers unmapped wait_ns=1"),
+        ev(1502, "remove done total_ns=1"),
+        ev(3000, "unmap importer=0000:03:00.0 handle=1 bus=0xf8000000 (device gone)"),
+    ]
+    (finding,) = verdict.unmaps_after_remove(events)
+    assert "remove completed 1498 ms before 'unmap importer=0000:03:00.0" in finding
+    # an importer's own unmap events (its device field is the importer) do not count
+    assert verdict.unmaps_after_remove([*events[:5], ev(3000, "unmap x", "p2p_importer")]) == []
+
+
+def test_unmaps_after_a_remove_that_gave_up_or_before_done_are_not_findings() -> None:
+    gave_up = [
+        ev(900, "remove begin importers=1"),
+        ev(2000, "remove unplug wait timed out after 1000 ms, importers=1"),
+        ev(2001, "remove done total_ns=1"),
+        ev(3000, "unmap importer=0000:02:00.0 handle=1 bus=0x1 (device gone)"),
+    ]
+    assert verdict.unmaps_after_remove(gave_up) == []
+    waited = [
+        ev(900, "remove begin importers=1"),
+        ev(1200, "unmap importer=0000:02:00.0 handle=1 bus=0x1 (device gone)"),
+        ev(1201, "remove done total_ns=1"),
+        ev(5000, "probe"),
+        ev(6000, "unmap importer=0000:02:00.0 handle=1 bus=0x1"),  # the new device's
+    ]
+    assert verdict.unmaps_after_remove(waited) == []
+
+
 def test_unexpected_errors_allow_listed_and_expected_ones() -> None:
     steps = [
         CommandResult("dma-write", ctl.Step("dma-write", False, {"error": "ENODEV"})),

@@ -2,8 +2,8 @@
 /*
  * p2pctl - drive p2p_exporter and p2p_importer from one process, for tests.
  *
- *   p2pctl [-k] [-x /dev/p2p-exporterN] [-i /dev/p2p-importerN] [-f FILE|-]
- *          COMMAND [key=value ...] [COMMAND [key=value ...] ...]
+ *   p2pctl [-k] [-x /dev/p2p-exporterN] [-i [NAME=]/dev/p2p-importerN ...]
+ *          [-f FILE|-] COMMAND [key=value ...] [COMMAND [key=value ...] ...]
  *
  * A word without '=' starts a command, words with '=' are its arguments;
  * ';' and blanks also separate words, so 'create size=64K; mmap' is fine.
@@ -19,6 +19,13 @@
  * and still ends with 1. 'exit code=N' ends with N only if everything so
  * far went as expected. -e (stop at the first failure) is the default and
  * accepted for old scripts. See README.md for the commands.
+ *
+ * Several importers: each -i opens one more (at most MAX_IMPS), named NAME
+ * or, without NAME=, by its position ("0", "1", ...); the first is the
+ * default. The importer commands (reg, dereg, mrinfo, dma-*, fork dma=1,
+ * stats, close-importer) take imp=NAME; MR numbers and the default mr= are
+ * per importer. One process can so map an exporter object once and register
+ * it with two importer devices.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +53,7 @@
 #define MAX_MAPS	64
 #define MAX_WORDS	4096
 #define BUS_PRINT_MAX	64
+#define MAX_IMPS	4
 
 struct arg {
 	const char *key;
@@ -70,13 +79,24 @@ struct map {
 };
 
 static const char *exp_path = "/dev/p2p-exporter0";
-static const char *imp_path = "/dev/p2p-importer0";
-static int exp_fd = -1, imp_fd = -1;
+/* An importer device this process may use: -i [NAME=]PATH, imp=NAME. */
+struct importer {
+	const char *name;
+	const char *path;
+	int fd;
+	uint32_t last_mr;	/* default mr= on this importer */
+};
+
+static char imp_index_names[MAX_IMPS][4];
+static struct importer imps[MAX_IMPS] = {
+	{ "0", "/dev/p2p-importer0", -1, 0 },
+};
+static int nimps;		/* importers given with -i; 0: the default above */
+static int exp_fd = -1;
 static struct obj objs[MAX_OBJS];
 static int nobjs;
 static struct map maps[MAX_MAPS];
 static int nmaps;
-static uint32_t last_mr;
 static bool keep_going;
 static int unexpected;
 static int step;		/* 1-based number of the command running */
@@ -179,6 +199,7 @@ static const struct {
 	{ EINVAL, "EINVAL" }, { ENOSPC, "ENOSPC" }, { ENOTTY, "ENOTTY" },
 	{ ERANGE, "ERANGE" }, { ENOSYS, "ENOSYS" }, { ETIMEDOUT, "ETIMEDOUT" },
 	{ EOPNOTSUPP, "EOPNOTSUPP" }, { ECANCELED, "ECANCELED" },
+	{ ENOEXEC, "ENOEXEC" },
 };
 
 static const char *errname(int err)
@@ -343,6 +364,29 @@ static struct map *find_map(const struct cmd *c)
 		return NULL;
 	}
 	return &maps[k - 1];
+}
+
+/*
+ * The importer a command names (imp=NAME, default: the first). NULL after
+ * reporting an unknown name. Lines of importer commands carry "imp" when
+ * more than one importer was given, or when imp= was.
+ */
+static struct importer *find_imp(const struct cmd *c)
+{
+	const char *name = arg(c, "imp");
+	int i, n = nimps ? nimps : 1;
+
+	if (!name) {
+		if (n > 1)
+			jstr("imp", imps[0].name);
+		return &imps[0];
+	}
+	jstr("imp", name);
+	for (i = 0; i < n; i++)
+		if (!strcmp(imps[i].name, name))
+			return &imps[i];
+	jfail(EINVAL, "no such importer (-i NAME=PATH names one)");
+	return NULL;
 }
 
 /* ---- memory access with SIGBUS/SIGSEGV caught --------------------------------------- */
@@ -626,6 +670,7 @@ static void do_fork(const struct cmd *c)
 {
 	uint64_t off, wr, pattern, dma, touch, mr;
 	struct fork_report r = { 0, -1, -1 };
+	struct importer *volatile imp = NULL;	/* read in the child after sigsetjmp */
 	struct map *m = NULL;
 	int pfd[2], status;
 	ssize_t n;
@@ -633,8 +678,13 @@ static void do_fork(const struct cmd *c)
 
 	if (!num_arg(c, "touch", 1, &touch) || !num_arg(c, "off", 0, &off) ||
 	    !num_arg(c, "write", 0, &wr) || !num_arg(c, "pattern", 0, &pattern) ||
-	    !num_arg(c, "dma", 0, &dma) || !num_arg(c, "mr", last_mr, &mr))
+	    !num_arg(c, "dma", 0, &dma))
 		return;
+	if (dma) {
+		imp = find_imp(c);
+		if (!imp || !num_arg(c, "mr", imp->last_mr, &mr))
+			return;
+	}
 	if (touch) {
 		m = find_map(c);
 		if (!m)
@@ -678,8 +728,8 @@ static void do_fork(const struct cmd *c)
 			d.len = 64;
 			d.flags = P2P_DMA_PATTERN;
 			d.pattern = (uint32_t)pattern;
-			r.dma_err = imp_fd < 0 ? EBADF :
-				    ioctl(imp_fd, P2P_IMP_DMA, &d) ? errno : 0;
+			r.dma_err = imp->fd < 0 ? EBADF :
+				    ioctl(imp->fd, P2P_IMP_DMA, &d) ? errno : 0;
 		}
 		n = write(pfd[1], &r, sizeof(r));
 		_exit(n == (ssize_t)sizeof(r) ? 0 : 3);
@@ -795,8 +845,12 @@ static void do_reg(const struct cmd *c)
 	uint64_t off, len, pin, wr, want_bus;
 	uint64_t *bus = NULL;
 	struct map *m = find_map(c);
+	struct importer *imp;
 
 	if (!m)
+		return;
+	imp = find_imp(c);
+	if (!imp)
 		return;
 	if (!num_arg(c, "off", 0, &off))
 		return;
@@ -805,8 +859,8 @@ static void do_reg(const struct cmd *c)
 	if (!num_arg(c, "len", m->len - off, &len) || !num_arg(c, "pin", 0, &pin) ||
 	    !num_arg(c, "write", 1, &wr) || !num_arg(c, "bus", 1, &want_bus))
 		return;
-	if (need_fd(&imp_fd, imp_path))
-		return jfail(errno, imp_path);
+	if (need_fd(&imp->fd, imp->path))
+		return jfail(errno, imp->path);
 	/* bus=0: do not ask for the addresses (lets a test hand the kernel any len) */
 	if (want_bus) {
 		bus = calloc(len / 4096 + 1, sizeof(*bus));
@@ -818,11 +872,11 @@ static void do_reg(const struct cmd *c)
 	req.flags = (pin ? P2P_MR_PIN : 0) | (wr ? P2P_MR_WRITE : 0);
 	req.bus_addrs = (uintptr_t)bus;
 	req.bus_len = bus ? (uint32_t)(len / 4096) : 0;
-	if (ioctl(imp_fd, P2P_IMP_REG_MR, &req)) {
+	if (ioctl(imp->fd, P2P_IMP_REG_MR, &req)) {
 		free(bus);
 		return jfail(errno, NULL);
 	}
-	last_mr = req.mr;
+	imp->last_mr = req.mr;
 	jbool("ok", true);
 	jnum("mr", req.mr);
 	jnum("npages", req.npages);
@@ -831,28 +885,32 @@ static void do_reg(const struct cmd *c)
 	free(bus);
 }
 
-static bool mr_arg(const struct cmd *c, uint32_t *mr)
+/* The importer (imp=) and its MR (mr=, default: its last registered). */
+static struct importer *mr_arg(const struct cmd *c, uint32_t *mr)
 {
+	struct importer *imp = find_imp(c);
 	uint64_t v;
 
-	if (!num_arg(c, "mr", last_mr, &v))
-		return false;
+	if (!imp || !num_arg(c, "mr", imp->last_mr, &v))
+		return NULL;
 	*mr = (uint32_t)v;
 	jnum("mr", *mr);
-	if (imp_fd < 0) {
+	if (imp->fd < 0) {
 		jfail(EBADF, "importer not open");
-		return false;
+		return NULL;
 	}
-	return true;
+	return imp;
 }
 
 static void do_dereg(const struct cmd *c)
 {
+	struct importer *imp;
 	uint32_t mr;
 
-	if (!mr_arg(c, &mr))
+	imp = mr_arg(c, &mr);
+	if (!imp)
 		return;
-	if (ioctl(imp_fd, P2P_IMP_DEREG_MR, &mr))
+	if (ioctl(imp->fd, P2P_IMP_DEREG_MR, &mr))
 		return jfail(errno, NULL);
 	jbool("ok", true);
 }
@@ -861,14 +919,15 @@ static void do_mrinfo(const struct cmd *c)
 {
 	struct p2p_mr_info info = { 0 };
 	uint64_t bus[BUS_PRINT_MAX];
+	struct importer *imp;
 
-	if (!mr_arg(c, &info.mr))
+	imp = mr_arg(c, &info.mr);
+	if (!imp)
 		return;
 	info.bus_addrs = (uintptr_t)bus;
 	info.bus_len = BUS_PRINT_MAX;
-	if (ioctl(imp_fd, P2P_IMP_MR_INFO, &info))
+	if (ioctl(imp->fd, P2P_IMP_MR_INFO, &info))
 		return jfail(errno, NULL);
-	jbool("ok", true);
 	jhex("addr", info.addr);
 	jnum("len", info.len);
 	jnum("npages", info.npages);
@@ -877,6 +936,16 @@ static void do_mrinfo(const struct cmd *c)
 	jnum("maps", info.maps);
 	jnum("invalidations", info.invalidations);
 	print_bus(bus, info.npages < BUS_PRINT_MAX ? info.npages : BUS_PRINT_MAX);
+	/* want-valid=0|1: the MR's state is the command's outcome, like read's want= */
+	if (arg(c, "want-valid")) {
+		uint64_t want;
+
+		if (!num_arg(c, "want-valid", 0, &want))
+			return;
+		if (want != (uint64_t)!!info.valid)
+			return jfail(EIO, info.valid ? "the MR is valid" : "the MR is not valid");
+	}
+	jbool("ok", true);
 }
 
 static void dma_report(const struct p2p_dma *d)
@@ -894,8 +963,10 @@ static void do_dma(const struct cmd *c, bool to_peer)
 {
 	struct p2p_dma d = { 0 };
 	uint64_t off, len, pattern, seq, async;
+	struct importer *imp;
 
-	if (!mr_arg(c, &d.mr))
+	imp = mr_arg(c, &d.mr);
+	if (!imp)
 		return;
 	if (!num_arg(c, "off", 0, &off) || !num_arg(c, "len", 4096, &len) ||
 	    !num_arg(c, "pattern", 0, &pattern) || !num_arg(c, "seq", 0, &seq) ||
@@ -914,7 +985,7 @@ static void do_dma(const struct cmd *c, bool to_peer)
 		d.flags |= P2P_DMA_ASYNC;
 	jnum("off", off);
 	jnum("len", len);
-	if (ioctl(imp_fd, P2P_IMP_DMA, &d))
+	if (ioctl(imp->fd, P2P_IMP_DMA, &d))
 		return jfail(errno, NULL);
 	if (async) {
 		jbool("ok", true);
@@ -931,10 +1002,13 @@ static void do_dma(const struct cmd *c, bool to_peer)
 static void do_dma_wait(const struct cmd *c)
 {
 	struct p2p_dma_wait w = { 0 };
+	struct importer *imp = find_imp(c);
 
-	if (imp_fd < 0)
+	if (!imp)
+		return;
+	if (imp->fd < 0)
 		return jfail(EBADF, "importer not open");
-	if (ioctl(imp_fd, P2P_IMP_DMA_WAIT, &w))
+	if (ioctl(imp->fd, P2P_IMP_DMA_WAIT, &w))
 		return jfail(errno, NULL);
 	jnum("mr", w.dma.mr);
 	jstr("dir", w.dma.dir == P2P_DMA_TO_PEER ? "to_peer" : "from_peer");
@@ -996,9 +1070,11 @@ static void do_stats(const struct cmd *c)
 {
 	struct p2p_exporter_info ei;
 	struct p2p_importer_info ii;
+	struct importer *imp = find_imp(c);
 	bool any = false;
 
-	(void)c;
+	if (!imp)
+		return;
 	_Static_assert(sizeof(ei.stats) == sizeof(exp_names) / sizeof(exp_names[0]) * 8,
 		       "exporter stat names");
 	_Static_assert(sizeof(ii.stats) == sizeof(imp_names) / sizeof(imp_names[0]) * 8,
@@ -1014,7 +1090,7 @@ static void do_stats(const struct cmd *c)
 			    sizeof(exp_names) / sizeof(exp_names[0]));
 		jraw("}");
 	}
-	if (!need_fd(&imp_fd, imp_path) && !ioctl(imp_fd, P2P_IMP_INFO, &ii)) {
+	if (!need_fd(&imp->fd, imp->path) && !ioctl(imp->fd, P2P_IMP_INFO, &ii)) {
 		any = true;
 		jkey("importer");
 		jraw("{\"bdf\":\"%.16s\",\"dead\":%s", ii.bdf,
@@ -1080,6 +1156,53 @@ static void do_hold(const struct cmd *c)
 	jbool("ok", true);
 }
 
+/*
+ * insmod file=PATH.ko params=a=1,b=2 / rmmod name=MODULE: load or unload a
+ * kernel module (finit_module, delete_module with O_NONBLOCK like busybox's
+ * rmmod), so a scenario sees the kernel's errno: EEXIST (loaded already),
+ * ENOENT (unknown symbol on load; not loaded on unload), EAGAIN (in use: an
+ * open file, a mapping, or a module that uses its symbols).
+ */
+static void do_insmod(const struct cmd *c)
+{
+	const char *file = arg(c, "file"), *params = arg(c, "params");
+	char buf[1024], *p;
+	int fd;
+
+	if (!file)
+		return jfail(EINVAL, "insmod needs file=PATH");
+	jstr("file", file);
+	snprintf(buf, sizeof(buf), "%s", params ? params : "");
+	for (p = buf; *p; p++)	/* a=1,b=2: the kernel wants blanks between */
+		if (*p == ',')
+			*p = ' ';
+	if (params)
+		jstr("params", buf);
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return jfail(errno, file);
+	if (syscall(SYS_finit_module, fd, buf, 0)) {
+		int err = errno;
+
+		close(fd);
+		return jfail(err, NULL);
+	}
+	close(fd);
+	jbool("ok", true);
+}
+
+static void do_rmmod(const struct cmd *c)
+{
+	const char *name = arg(c, "name");
+
+	if (!name)
+		return jfail(EINVAL, "rmmod needs name=MODULE");
+	jstr("name", name);
+	if (syscall(SYS_delete_module, name, O_NONBLOCK))
+		return jfail(errno, NULL);
+	jbool("ok", true);
+}
+
 static void do_sleep(const struct cmd *c)
 {
 	struct timespec ts;
@@ -1105,20 +1228,63 @@ static void do_close(int *fd)
 
 static void usage(void)
 {
-	fputs("usage: p2pctl [-k] [-x EXPORTER_DEV] [-i IMPORTER_DEV] [-f FILE|-] COMMAND [key=value ...] ...\n"
+	fputs("usage: p2pctl [-k] [-x EXPORTER_DEV] [-i [NAME=]IMPORTER_DEV ...] [-f FILE|-] COMMAND [key=value ...] ...\n"
 	      "commands: create destroy info mmap munmap mprotect mremap fork write read touch\n"
 	      "          reg dereg mrinfo\n"
-	      "          dma-write dma-read dma-wait evict stats hold sleep mark\n"
+	      "          dma-write dma-read dma-wait evict stats hold sleep mark insmod rmmod\n"
 	      "          close-exporter close-importer exit (see README.md)\n", stderr);
 }
 
+/*
+ * fail=1 on any command: this process is a fault-injection target for that
+ * command only (/proc/self/make-it-fail is 1 around it), so failslab or
+ * fail_page_alloc armed with task-filter (the testbed's 'fault' step) make
+ * its kernel allocations fail, and nothing else in the guest. The file is
+ * opened once, before any command is armed, so arming allocates nothing.
+ */
+static int fail_fd = -2;	/* -2: not opened yet */
+
+static bool make_it_fail(bool on)
+{
+	if (fail_fd == -2)
+		fail_fd = open("/proc/self/make-it-fail", O_WRONLY | O_CLOEXEC);
+	if (fail_fd < 0)
+		return false;
+	return pwrite(fail_fd, on ? "1" : "0", 1, 0) == 1;
+}
+
+static void dispatch(const struct cmd *c);
+
 static void run(const struct cmd *c)
 {
-	const char *op = c->op;
+	uint64_t fail = 0;
 
 	cur_errno = 0;
 	cur_signal = 0;
-	jbegin(op);
+	jbegin(c->op);
+	if (arg(c, "fail")) {
+		if (!num_arg(c, "fail", 0, &fail))
+			goto out;
+		if (fail && !make_it_fail(true)) {
+			jfail(errno, "fail=1: no /proc/self/make-it-fail (a kernel without CONFIG_FAULT_INJECTION)");
+			goto out;
+		}
+		jbool("fail_armed", fail);
+	}
+	dispatch(c);
+	if (fail)
+		make_it_fail(false);
+out:
+	/* a failure path may not have said "ok" yet */
+	if (!strstr(line, "\"ok\":"))
+		jbool("ok", !cur_errno && !cur_signal);
+	jend(c);
+}
+
+static void dispatch(const struct cmd *c)
+{
+	const char *op = c->op;
+
 	if (!strcmp(op, "create"))
 		do_create(c);
 	else if (!strcmp(op, "destroy"))
@@ -1161,13 +1327,21 @@ static void run(const struct cmd *c)
 		do_hold(c);
 	else if (!strcmp(op, "sleep"))
 		do_sleep(c);
+	else if (!strcmp(op, "insmod"))
+		do_insmod(c);
+	else if (!strcmp(op, "rmmod"))
+		do_rmmod(c);
 	else if (!strcmp(op, "mark")) {
 		jstr("name", arg(c, "name") ? arg(c, "name") : "");
 		jbool("ok", true);
 	} else if (!strcmp(op, "close-exporter"))
 		do_close(&exp_fd);
-	else if (!strcmp(op, "close-importer"))
-		do_close(&imp_fd);
+	else if (!strcmp(op, "close-importer")) {
+		struct importer *imp = find_imp(c);
+
+		if (imp)
+			do_close(&imp->fd);
+	}
 	else if (!strcmp(op, "exit")) {
 		uint64_t code = 0;
 
@@ -1178,10 +1352,6 @@ static void run(const struct cmd *c)
 		exit(unexpected ? 1 : (int)code);
 	} else
 		jfail(EINVAL, "unknown command");
-	/* a failure path may not have said "ok" yet */
-	if (!strstr(line, "\"ok\":"))
-		jbool("ok", !cur_errno && !cur_signal);
-	jend(c);
 }
 
 /* ---- word splitting ------------------------------------------------------------------ */
@@ -1230,6 +1400,43 @@ static void read_file_words(const char *path)
 		fclose(f);
 }
 
+/* -i [NAME=]PATH: one more importer; names are letters, digits, '-', '_'. */
+static int add_importer(char *spec)
+{
+	char *eq = strchr(spec, '=');
+	struct importer *imp;
+	int i;
+
+	if (nimps == MAX_IMPS) {
+		fprintf(stderr, "p2pctl: more than %d importers (-i)\n", MAX_IMPS);
+		return -1;
+	}
+	imp = &imps[nimps];
+	imp->fd = -1;
+	imp->last_mr = 0;
+	if (eq) {
+		*eq = 0;
+		imp->name = spec;
+		imp->path = eq + 1;
+		if (!*spec || strspn(spec, "abcdefghijklmnopqrstuvwxyz"
+				     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != strlen(spec)) {
+			fprintf(stderr, "p2pctl: -i %s=%s: a bad importer name\n", spec, eq + 1);
+			return -1;
+		}
+	} else {
+		snprintf(imp_index_names[nimps], sizeof(imp_index_names[0]), "%d", nimps);
+		imp->name = imp_index_names[nimps];
+		imp->path = spec;
+	}
+	for (i = 0; i < nimps; i++)
+		if (!strcmp(imps[i].name, imp->name)) {
+			fprintf(stderr, "p2pctl: -i: importer name '%s' given twice\n", imp->name);
+			return -1;
+		}
+	nimps++;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { 0 };
@@ -1248,7 +1455,8 @@ int main(int argc, char **argv)
 			exp_path = optarg;
 			break;
 		case 'i':
-			imp_path = optarg;
+			if (add_importer(optarg))
+				return 2;
 			break;
 		case 'f':
 			read_file_words(optarg);

@@ -47,6 +47,7 @@ def build_tool(source: Path, *, include_dirs: tuple[Path, ...] = (), cc: str = "
     out_dir = paths.cache_dir() / "tools" / h.hexdigest()[:20]
     binary = out_dir / source.stem
     if binary.is_file():
+        paths.mark_used(out_dir)
         return binary
     with paths.cache_writes(out_dir, f"the guest tool {source.stem}"):
         out_dir.mkdir(parents=True, exist_ok=True)
