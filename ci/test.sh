@@ -1,10 +1,10 @@
 #!/bin/sh
 # The project's own checks: lint, types, guest kernels built from source, then every test (unit
 # tests of the pure logic, the kernel-build tests, the tests that boot real QEMU guests, the
-# reference P2P suite on the stock kernel), the installed wheel (ci/wheel-test.sh), then the
-# reference suite again on the patched kernel (both topologies), the RFC as posted,
-# upstream's hmm-tests kselftest on the hmm kernel, and the fault-injection scenarios
-# on the faults kernel.
+# reference P2P suite on the stock kernel, regress and bisect on the demo buggy series), the
+# installed wheel (ci/wheel-test.sh), then the reference suite on base vs patched (testbed
+# regress: 0 regressions) and on patched under a switch, the RFC as posted, upstream's
+# hmm-tests kselftest on the hmm kernel, and the fault-injection scenarios on the faults kernel.
 #
 #   ci/test.sh [PYTEST ARGS...]     e.g. ci/test.sh -k unplug --testbed-keep-artifacts
 set -eu
@@ -22,14 +22,17 @@ done
 echo "== CI templates (schemas)"
 ci/check-templates.sh
 # The kernels built from guest-kernel-config/kernels/: base (no series), patched (base + the
-# ported RFC series) and as-posted (the series with RFC 1/5 as posted). They share one O= tree:
-# cold on a fresh runner base takes ~4-6 min on 2 cores; patched changes mm.h and so rebuilds
-# most of the tree; as-posted differs in one file (~40 s). hmm (base + hmm.config, for upstream's
-# hmm-tests; tests/vm and the kselftest step below use it) and faults (patched +
-# faults.config: failslab, fail_page_alloc) have O= trees of their own: ~20 min each cold
-# on the 2 cores here shared with other builds, ~6 min with a warm ccache.
-echo "== kernel build: base patched as-posted hmm faults"
-.venv/bin/testbed kernel build base patched as-posted hmm faults
+# ported RFC series), as-posted (the series with RFC 1/5 as posted) and demo-buggy-unmap (the
+# demo series with a planted bug, for regress and bisect). They share one O= tree: cold on a
+# fresh runner base takes ~4-6 min on 2 cores; patched changes mm.h and so rebuilds most of
+# the tree; as-posted differs in one file (~40 s); demo-buggy-unmap has patched's headers plus
+# mm/memory.c (~1 min, ccache hits). tests/kbuild/test_regress_bisect.py then builds the demo's
+# prefixes 2 and 3 through testbed bisect (once: they are cached like the others). hmm (base +
+# hmm.config, for upstream's hmm-tests; tests/vm and the kselftest step below use it) and
+# faults (patched + faults.config: failslab, fail_page_alloc) have O= trees of their own: ~20
+# min each cold on the 2 cores here shared with other builds, ~6 min with a warm ccache.
+echo "== kernel build: base patched as-posted demo-buggy-unmap hmm faults"
+.venv/bin/testbed kernel build base patched as-posted demo-buggy-unmap hmm faults
 echo "== pytest"
 rc=0
 .venv/bin/pytest -p no:cacheprovider --strict-markers --durations=10 "$@" || rc=$?
@@ -39,11 +42,15 @@ if [ "$rc" -eq 5 ]; then
 fi
 echo "== wheel: build, install into a fresh venv, run from an empty folder, then examples/user-tests (~2 min)"
 ci/wheel-test.sh || rc=$?
-for machine in default switch; do
-    echo "== the reference P2P suite on the patched kernel, machine $machine"
-    .venv/bin/testbed run --kernel patched --machine "$machine" \
-        --artifacts "testbed-artifacts/patched-$machine" || rc=$?
-done
+# The suite on patched, machine default, as a comparison with base: the series must not
+# regress any test (exit 1 names them; 3: a run reported nothing). Covers what a plain
+# 'testbed run --kernel patched' did, plus one suite run on base.
+echo "== regress: the reference P2P suite on base and on patched, machine default"
+.venv/bin/testbed regress --base base --patched patched --machine default \
+    --out testbed-artifacts/regress-patched || rc=$?
+echo "== the reference P2P suite on the patched kernel, machine switch"
+.venv/bin/testbed run --kernel patched --machine switch \
+    --artifacts testbed-artifacts/patched-switch || rc=$?
 echo "== the RFC as posted: its pci_test_p2p() refuses every pair, which this test must catch"
 posted=0
 mkdir -p testbed-artifacts

@@ -1,5 +1,5 @@
 """The ``testbed`` command: ``run``, ``exec``, ``boot``, ``kernel``, ``doctor``, ``bench``,
-``mutants``, ``campaign``, ``repro``, ``cache``.
+``mutants``, ``campaign``, ``repro``, ``cache``, ``regress``, ``bisect``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and
 ``main(args) -> int``, imported only when that command runs (or for ``testbed --help``);
@@ -38,6 +38,8 @@ COMMANDS = {
     "campaign": "campaign",
     "repro": "repro",
     "cache": "cache",
+    "regress": "regress",
+    "bisect": "bisect",
 }
 
 

@@ -175,6 +175,47 @@ def test_claim4_eviction_invalidates_importers_and_no_dma_lands_at_the_old_place
     assert b"\xa2" not in read_bar(vm, old, 64 * 1024)
 
 
+def test_claim4_evict_last_page_invalidates_its_importer_and_moves_the_cpu_mapping(
+    p2p_vm: Machine,
+) -> None:
+    """An importer that registered only the LAST page of an object: the eviction's zap must
+    reach that page too. A zap one page short (an off-by-one in the exporter's length, or in
+    the kernel's unmap_mapping_range(): guest-kernel-config/patches/demo-buggy-unmap 3/4)
+    leaves that importer mapped -- the eviction times out and its next DMA lands at the old
+    place -- and leaves the CPU's last page pointing at the old place too."""
+    vm = p2p_vm
+    last = 0xF000  # the 16th page of a 64K object
+    run = ctl.p2pctl(
+        vm.ssh,
+        "create size=64K",
+        "mmap",
+        f"reg off={last:#x} len=4096",
+        "dma-write off=0 len=4096 pattern=0xd1",
+        "evict",
+        "mrinfo",
+        "dma-write off=0 len=4096 pattern=0xd2",
+        f"write off={last:#x} len=256 pattern=0xd3",
+        "info",
+        "dereg",
+    ).expect_ok()
+    evict = run.op("evict")
+    old, new = hexint(evict["old"]), hexint(evict["new"])
+    assert old != new and evict["importers"] == 1
+    assert not evict["timed_out"], "the zap missed the last page: its importer never unmapped"
+    assert not run.op("mrinfo")["valid"], "eviction must invalidate the last page's importer"
+    second = run.op("dma-write", 1)
+    assert second["remapped"], "the DMA after eviction must map the last page again"
+    assert hexint(second["bus"]) != hexint(run.op("dma-write", 0)["bus"])
+    assert hexint(run.op("info")["offset"]) == new
+
+    # on the host: the new last page has the DMA, then the CPU's write; the old one neither
+    moved = read_bar(vm, new + last, PAGE)
+    assert moved[:256] == b"\xd3" * 256, "the CPU's last page still maps the old place"
+    assert moved[256:] == b"\xd2" * (PAGE - 256), "the DMA after eviction missed the new place"
+    stale = read_bar(vm, old + last, PAGE)
+    assert b"\xd2" not in stale and b"\xd3" not in stale, "a write landed at the old place"
+
+
 @pytest.mark.console_allows(Problem.P2P_WARNING)  # the exporter names the lazy importer
 def test_claim4_lazy_importer_dma_after_eviction_does_not_land_at_the_old_place(
     p2p_vm: Machine,
