@@ -27,6 +27,7 @@ sits inside the source so kbuild uses relative paths and ccache hits across work
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -143,7 +144,114 @@ def cached(request: Request) -> Kernel | None:
     kernel = _load_entry(entry_dir(request))
     if kernel is not None:
         paths.mark_used(entry_dir(request))
+        record_request(request)
     return kernel
+
+
+# --- the request an entry was built from ----------------------------------------------------
+#
+# A kernel handed on as files (``testbed run --kernel <entry>/bzImage``, as regress and bisect
+# do for each side and series prefix) loses its recipe, but a kselftest must be built from the
+# same source with the same series applied. So each entry keeps ``request.json``: the request
+# in full (fragment texts, patch bytes), from which the same Request -- same key -- is rebuilt.
+
+REQUEST_FILE = "request.json"
+
+
+def request_json(request: Request) -> dict[str, object]:
+    ser = request.series
+    return {
+        "key": request.key(),
+        "name": request.name,
+        "source": {
+            "kind": request.source.kind,
+            "path": str(request.source.path),
+            "identity": request.source.identity,
+            "label": request.source.label,
+        },
+        "base": request.base.value,
+        "fragments": [{"path": f.path, "text": f.text} for f in request.fragments],
+        "series": None
+        if ser is None
+        else {
+            "name": ser.name,
+            "path": str(ser.path),
+            "patches": [
+                {
+                    "name": p.name,
+                    "path": str(p.path),
+                    "strip": p.strip,
+                    "line": p.line,
+                    "data": base64.b64encode(p.data).decode(),
+                }
+                for p in ser.patches
+            ],
+        },
+        "compiler": request.compiler,
+    }
+
+
+def request_from_json(data: dict[str, object]) -> Request:
+    """The inverse of :func:`request_json`; raises KernelError if the result's key is not the
+    recorded one (a hand-edited or foreign file)."""
+    try:
+        src = data["source"]
+        ser = data["series"]
+        assert isinstance(src, dict) and isinstance(data["fragments"], list)
+        patches: tuple[series.Patch, ...] = ()
+        if ser is not None:
+            assert isinstance(ser, dict)
+            patches = tuple(
+                series.Patch(
+                    p["name"], Path(p["path"]), int(p["strip"]), base64.b64decode(p["data"]),
+                    int(p["line"]),
+                )
+                for p in ser["patches"]
+            )  # fmt: skip
+        request = Request(
+            name=str(data["name"]),
+            source=Source(src["kind"], Path(src["path"]), src["identity"], src["label"]),
+            base=BaseConfig(data["base"]),
+            fragments=tuple(
+                kconfig.parse_fragment(f["text"], f["path"]) for f in data["fragments"]
+            ),
+            series=None if ser is None else series.Series(ser["name"], Path(ser["path"]), patches),
+            compiler=str(data["compiler"]),
+        )
+    except (KeyError, TypeError, ValueError, AssertionError) as exc:
+        raise KernelError(f"a kernel build record is malformed: {exc!r}") from exc
+    if request.key() != data.get("key"):
+        raise KernelError(
+            f"a kernel build record says key {data.get('key')} but describes {request.key()}"
+        )
+    return request
+
+
+def record_request(request: Request) -> None:
+    """Write ``request.json`` into ``request``'s entry unless it is there (best effort: a
+    read-only cache loses only the record)."""
+    target = entry_dir(request) / REQUEST_FILE
+    if target.is_file():
+        return
+    with contextlib.suppress(OSError):
+        tmp = target.with_name(f".{REQUEST_FILE}.{os.getpid()}")
+        tmp.write_text(json.dumps(request_json(request)) + "\n")
+        tmp.replace(target)
+
+
+def request_of_image(image: Path) -> Request | None:
+    """The request a built kernel's bzImage (``<entry>/bzImage``) was built from, if it is a
+    cache entry with a record; None for any other image."""
+    record = image.parent / REQUEST_FILE
+    if image.name != "bzImage" or not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        raise KernelError(f"{record}: unreadable kernel build record: {exc}") from exc
+    if not isinstance(data, dict):
+        raise KernelError(f"{record}: not a kernel build record")
+    return request_from_json(data)
 
 
 def _load_entry(entry: Path) -> Kernel | None:
@@ -513,6 +621,7 @@ def _build_locked(request: Request, work: Path, jobs: int, progress: Progress) -
         raise
     kernel = _load_entry(final)
     assert kernel is not None
+    record_request(request)
     return kernel
 
 

@@ -52,7 +52,14 @@ class Outcome:
 def request_for(selection: str | None, spec: KselftestSpec) -> kbuild.Request:
     """The build request of the named kernel ``selection`` (``--kernel``): a kselftest is
     built from the same source and series as the kernel it runs on, so only a named kernel
-    (``guest-kernel-config/kernels/``) will do."""
+    (``guest-kernel-config/kernels/``) will do, or the bzImage of one the testbed built (its
+    cache entry records the request: how regress and bisect hand their kernels on)."""
+    if selection is not None and is_path(selection):
+        # a built kernel's image handed on as a file (testbed regress and bisect do that for
+        # each side and series prefix): its cache entry records the request
+        recorded = kbuild.request_of_image(Path(selection))
+        if recorded is not None:
+            return recorded
     if selection is None or selection == "stock" or is_path(selection):
         raise KselftestError(
             f"kselftest {spec.name} is built from the kernel's own source, which "

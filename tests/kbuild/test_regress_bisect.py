@@ -81,3 +81,25 @@ def test_regress_on_the_demo_series_names_the_test_that_breaks(tmp_path: Path) -
         merged = Path(summary[side]["junit"])
         assert merged.is_file() and "<testcase" in merged.read_text()
     assert f"REGRESSION  {LAST_PAGE}" in proc.stdout
+
+
+def test_regress_compares_kselftest_subtests_like_any_other_test(tmp_path: Path) -> None:
+    """Upstream's hmm-tests on base (TEST_HMM, but no madvise or hugetlbfs) against hmm
+    (base + hmm.config): each subtest is its own row. The children get the kernels as files
+    (``<entry>/bzImage``); the kselftest is still built from each one's own source, found
+    through the entry's recorded request."""
+    out = tmp_path / "regress"
+    proc = _cli(
+        "regress", "--base", "base", "--patched", "hmm", "--out", str(out),
+        "--", "--kselftest", "mm/hmm-tests",
+        cwd=tmp_path,
+    )  # fmt: skip
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, "no regression expected from base to hmm"
+    summary = json.loads((out / "summary.json").read_text())
+    verdicts = {t["test"].rsplit("::", 1)[-1]: t["verdict"] for t in summary["tests"]}
+    assert len([t for t in verdicts if t.startswith("hmm-tests.")]) == 58
+    assert summary["counts"]["regression"] == 0 and summary["complete"]
+    # madvise and THP-on-madvise are what hmm.config adds: the exclusive-access cases go green
+    assert verdicts["hmm-tests.hmm.hmm_device_private.exclusive"] == "fix"
+    assert verdicts["hmm-tests.hmm.hmm_device_private.anon_write_huge"] == "fix"
