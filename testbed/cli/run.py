@@ -112,11 +112,11 @@ class Collector:
 
 
 def context(facts: dict[str, set[str]]) -> str:
-    """``path: vm_ops, machine: switch`` -- what the table's results were obtained on."""
-    return ", ".join(
-        f"{label}: {'/'.join(sorted(facts.get(key, ()))) or '?'}"
-        for label, key in (("path", "p2p_path"), ("machine", "machine"))
-    )
+    """``path: vm_ops, machine: switch`` -- what the table's results were obtained on. A run
+    whose guests loaded no P2P drivers (``--kselftest`` alone) has no path to name."""
+    path = "/".join(sorted(facts.get("p2p_path", ()))) or "none (no P2P drivers loaded)"
+    machine = "/".join(sorted(facts.get("machine", ()))) or "?"
+    return f"path: {path}, machine: {machine}"
 
 
 def table(rows: list[Row], facts: dict[str, set[str]] | None = None) -> str:

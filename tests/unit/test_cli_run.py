@@ -156,6 +156,9 @@ def test_machine_and_path_come_from_the_tests_junit_properties() -> None:
     assert context({"machine": set(), "p2p_path": {"compat", "vm_ops"}}) == (
         "path: compat/vm_ops, machine: ?"
     )
+    assert context({"machine": {"default"}, "p2p_path": set()}) == (
+        "path: none (no P2P drivers loaded), machine: default"
+    )
 
 
 # ---- table -----------------------------------------------------------------------------------
