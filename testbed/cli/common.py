@@ -62,6 +62,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, 1 or more (``-j``, ``--repeat``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def kernel_from(args: argparse.Namespace) -> Kernel:
     return kernel_under_test(args.kernel, args.modules, args.build)
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed.cli.common import positive_seconds
+from testbed.cli.common import positive_int, positive_seconds
 
 DEFAULT_OUT = Path("testbed-artifacts") / "regress"
 
@@ -77,7 +77,7 @@ def add_selection_options(p: argparse.ArgumentParser, *, keyword: bool = True) -
     p.add_argument("--machine", help="the machine to run on, e.g. 'switch' (default: 'default')")
     p.add_argument(
         "--repeat",
-        type=_positive,
+        type=positive_int,
         default=1,
         metavar="N",
         help="run the selection N times on each kernel; a test that fails some of the N runs "
@@ -103,16 +103,6 @@ def add_selection_options(p: argparse.ArgumentParser, *, keyword: bool = True) -
         metavar="-- RUN-OPTION",
         help="after '--': options passed to every 'testbed run' (e.g. --kselftest mm/hmm-tests)",
     )
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return n
 
 
 def run_args(args: argparse.Namespace) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from testbed import paths
-from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from
+from testbed.cli.common import add_boot_options, add_kernel_options, kernel_from, positive_int
 from testbed.errors import TestbedError
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "-j",
         "--jobs",
-        type=_jobs,
+        type=positive_int,
         default=1,
         metavar="N",
         help="run the tests on N parallel workers (pytest-xdist), each with guests of its own "
@@ -209,16 +209,6 @@ def add_parser(sub: Any) -> None:
     add_kernel_options(p)
     add_boot_options(p)
     p.set_defaults(func=main)
-
-
-def _jobs(text: str) -> int:
-    try:
-        jobs = int(text)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of workers")
-    return jobs
 
 
 def _shard(text: str) -> Shard:
