@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,34 +111,47 @@ _DIFF_PATH = re.compile(r"^(?:---|\+\+\+) (\S+)")
 _HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
 
 
-def touched_files(diff: str, strip: int = 1) -> tuple[str, ...]:
-    """Relative paths a unified diff reads or writes (``/dev/null`` left out).
-
-    Hunk bodies are skipped by their line counts, so a removed line that starts with
-    ``--`` is not taken for a file header.
-    """
-    out: dict[str, None] = {}
+def diff_lines(diff: str) -> Iterator[tuple[str, str]]:
+    """Each line of a unified diff with what it is: ``+`` added, ``-`` removed, `` `` context
+    (hunk bodies, skipped by their line counts, so a removed line that starts with ``--`` is
+    not taken for a file header), or ``header`` (everything between hunks)."""
     old_left = new_left = 0
     for line in diff.splitlines():
         if old_left > 0 or new_left > 0:
             if line.startswith("-"):
                 old_left -= 1
+                yield "-", line
             elif line.startswith("+"):
                 new_left -= 1
+                yield "+", line
             elif not line.startswith("\\"):  # "\ No newline at end of file"
                 old_left -= 1
                 new_left -= 1
+                yield " ", line
             continue
         hunk = _HUNK.match(line)
         if hunk:
             old_left = int(hunk.group(1) or 1)
             new_left = int(hunk.group(2) or 1)
-            continue
-        match = _DIFF_PATH.match(line)
-        if match and match.group(1) != "/dev/null":
-            parts = match.group(1).split("/")
-            if len(parts) > strip:
-                out["/".join(parts[strip:])] = None
+        yield "header", line
+
+
+def header_path(line: str, strip: int = 1) -> str | None:
+    """The relative path a ``---``/``+++`` header line names (None: not one, or /dev/null)."""
+    match = _DIFF_PATH.match(line)
+    if not match or match.group(1) == "/dev/null":
+        return None
+    parts = match.group(1).split("/")
+    return "/".join(parts[strip:]) if len(parts) > strip else None
+
+
+def touched_files(diff: str, strip: int = 1) -> tuple[str, ...]:
+    """Relative paths a unified diff reads or writes (``/dev/null`` left out)."""
+    out: dict[str, None] = {}
+    for kind, line in diff_lines(diff):
+        path = header_path(line, strip) if kind == "header" else None
+        if path is not None:
+            out[path] = None
     return tuple(out)
 
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from testbed.kernel.series import Patch, touched_files
+from testbed.kernel.series import Patch, diff_lines, header_path
 from testbed.regress.results import Rates, RegressError, State
 
 
@@ -119,40 +119,24 @@ class FileStat:
     removed: int
 
 
-_HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
-
-
 def diffstat(patch: Patch) -> tuple[FileStat, ...]:
     """Lines added and removed per file, counted from the hunks themselves (not from the
     stat ``git format-patch`` writes above the diff, which a hand edit leaves stale)."""
-    text = patch.data.decode("utf-8", "replace")
     stats: list[FileStat] = []
     current: str | None = None
     old_name: str | None = None
-    added = removed = old_left = new_left = 0
-    for line in text.splitlines():
-        if old_left > 0 or new_left > 0:
-            if line.startswith("-"):
-                removed += 1
-                old_left -= 1
-            elif line.startswith("+"):
-                added += 1
-                new_left -= 1
-            elif not line.startswith("\\"):  # "\ No newline at end of file"
-                old_left -= 1
-                new_left -= 1
-            continue
-        hunk = _HUNK.match(line)
-        if hunk:
-            old_left, new_left = int(hunk.group(1) or 1), int(hunk.group(2) or 1)
-        elif line.startswith("--- "):
-            names = touched_files(line, patch.strip)
-            old_name = names[0] if names else None
-        elif line.startswith("+++ "):
-            names = touched_files(line, patch.strip)
+    added = removed = 0
+    for kind, line in diff_lines(patch.data.decode("utf-8", "replace")):
+        if kind == "+":
+            added += 1
+        elif kind == "-":
+            removed += 1
+        elif kind == "header" and line.startswith("--- "):
+            old_name = header_path(line, patch.strip)
+        elif kind == "header" and line.startswith("+++ "):
             if current is not None:
                 stats.append(FileStat(current, added, removed))
-            current, added, removed = (names[0] if names else old_name or "?"), 0, 0
+            current, added, removed = header_path(line, patch.strip) or old_name or "?", 0, 0
     if current is not None:
         stats.append(FileStat(current, added, removed))
     return tuple(stats)
